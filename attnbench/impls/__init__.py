@@ -1,0 +1,1 @@
+"""Attention implementations. Importing this package imports no torch; see registry.py."""
