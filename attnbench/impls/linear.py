@@ -33,18 +33,18 @@ def _cumsum_bytes(point: dict) -> int:
     description="linear attention the O(N^2) way: masked phi(Q) phi(K)^T V, normalised (the linear reference)",
 )
 def linear_quadratic(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, q_offset: int = 0
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, q_offset: int | None = None
 ) -> torch.Tensor:
     """(A v) / (A 1 + eps) with A = phi(q) phi(k)^T, lower-triangular when causal.
 
     q, k: [B, H, N, D]; v: [B, H, N, M] -> [B, H, N, M]. ``q_offset`` as in softmax: the
     query rows start at key position ``q_offset`` (blockwise reference evaluation).
     """
-    if q_offset == 0:
+    if q_offset is None:
         check_shapes(q, k, v)
     a = feature_map(q) @ feature_map(k).transpose(-1, -2)
     if causal:
-        a = a * causal_keep_mask(q.shape[-2], k.shape[-2], q_offset, q.device)
+        a = a * causal_keep_mask(q.shape[-2], k.shape[-2], q_offset or 0, q.device)
     return (a @ v) / (a.sum(dim=-1, keepdim=True) + EPS)
 
 

@@ -25,18 +25,18 @@ def _quadratic_bytes(point: dict) -> int:
     description="naive softmax attention, the N x N matrix materialised (the softmax reference)",
 )
 def softmax_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, q_offset: int = 0
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, q_offset: int | None = None
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v. q, k: [B, H, N, D]; v: [B, H, N, M] -> [B, H, N, M].
 
     ``q_offset`` places query row 0 at key position ``q_offset`` (used to evaluate the
     reference one block of query rows at a time); 0 for ordinary square attention.
     """
-    if q_offset == 0:
+    if q_offset is None:
         check_shapes(q, k, v)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
     if causal:
-        keep = causal_keep_mask(q.shape[-2], k.shape[-2], q_offset, q.device)
+        keep = causal_keep_mask(q.shape[-2], k.shape[-2], q_offset or 0, q.device)
         scores = scores.masked_fill(~keep, float("-inf"))
     return scores.softmax(dim=-1) @ v
 

@@ -1,0 +1,23 @@
+"""The `attnbench` command line. Thin: each command lives in attnbench/commands/ and imports
+its heavy dependencies (torch, pandas, seaborn) only when it runs."""
+
+from __future__ import annotations
+
+import typer
+
+from attnbench.commands.list_ import list_cmd
+from attnbench.commands.run import run
+
+app = typer.Typer(
+    name="attnbench",
+    help="Benchmark softmax and linear attention: latency, memory, throughput, correctness.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run")(run)
+app.command("list")(list_cmd)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,75 @@
+"""`attnbench list`: implementations (available or not, and why) and suites."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from attnbench.commands._common import user_errors
+
+
+@user_errors
+def list_cmd(
+    device: Annotated[str, typer.Option(help="Device whose availability to show: cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List implementations (with availability on DEVICE and why not) and shipped suites."""
+    from attnbench.errors import UserError
+    from attnbench.impls import registry
+    from attnbench.suite import DEVICES, available_suites
+
+    if device not in DEVICES:
+        raise UserError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    impls = []
+    for name, spec in sorted(registry.all_specs().items()):
+        reason = spec.unavailable_reason(device)
+        impls.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "causal": ["causal" if c else "non-causal" for c in spec.causal],
+                "devices": list(spec.devices),
+                "dtypes": list(spec.dtypes),
+                "backward": spec.backward,
+                "reference": spec.reference_name,
+                "origin": spec.origin,
+                "available": reason is None,
+                "reason": reason,
+                "description": spec.description,
+            }
+        )
+    for name, reason in sorted(registry.broken_plugins().items()):
+        impls.append({"name": name, "available": False, "reason": reason, "origin": "plugin"})
+    suites = {name: str(path) for name, path in available_suites().items()}
+    if as_json:
+        print(json.dumps({"impls": impls, "suites": suites}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"implementations (availability on {device})")
+    for col in ("name", "family", "modes", "devices", "dtypes", "bwd", "available", "origin"):
+        table.add_column(col)
+    for it in impls:
+        avail = "[green]yes[/]" if it["available"] else f"[red]no[/]: {it['reason']}"
+        table.add_row(
+            it["name"],
+            it.get("family", "?"),
+            ",".join(it.get("causal", [])),
+            ",".join(it.get("devices", [])),
+            ",".join(d.replace("float", "f") for d in it.get("dtypes", [])),
+            "yes" if it.get("backward") else "no",
+            avail,
+            it.get("origin", ""),
+            end_section=False,
+        )
+    console = Console()
+    console.print(table)
+    st = Table(title="suites")
+    st.add_column("name")
+    st.add_column("file")
+    for name, path in suites.items():
+        st.add_row(name, path)
+    console.print(st)

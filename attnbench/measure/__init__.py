@@ -1,0 +1,1 @@
+"""Measurement inside a worker: inputs, passes, timers, memory, correctness."""

@@ -1,0 +1,98 @@
+"""Adaptive host timer for CPU work.
+
+Warm up, then take samples, each a block of calls timed with ``perf_counter_ns`` and long
+enough that the timer's own cost is negligible, until the relative noise of the median is
+under the target (with a minimum count and time) or the time cap is hit. Whether the
+target was met is recorded, never hidden. The stopping rule lives in :class:`StopRule` so
+the CUDA timer can share it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from attnbench.measure.stats import rel_noise_of_median
+
+
+@dataclass(frozen=True)
+class TimerConfig:
+    """Knobs of the adaptive timer (seconds unless named otherwise)."""
+
+    warmup_s: float = 0.1  # at least one call, then until this much time went by
+    min_samples: int = 5
+    min_time_s: float = 0.2
+    max_time_s: float = 2.0  # the cap: stop here even if the noise target is not met
+    target_rel_noise: float = 0.01
+    block_min_s: float = 0.002  # a sample's block of calls lasts at least this long
+
+
+@dataclass
+class StopRule:
+    """Decides when sampling may stop. Pure logic: tested on synthetic samples."""
+
+    cfg: TimerConfig
+    hard_min_samples: int = 3  # even past the cap, unless one sample alone outlasts the cap
+
+    def done(self, samples: list[float], elapsed_s: float) -> tuple[bool, bool]:
+        """(stop now, target met)."""
+        n = len(samples)
+        met = n >= self.cfg.min_samples and rel_noise_of_median(samples) <= self.cfg.target_rel_noise
+        if met and elapsed_s >= self.cfg.min_time_s:
+            return True, True
+        if elapsed_s >= self.cfg.max_time_s:
+            one = elapsed_s / max(n, 1)
+            need = 1 if one >= self.cfg.max_time_s else min(self.hard_min_samples, self.cfg.min_samples)
+            if n >= need:
+                return True, met
+        return False, met
+
+
+@dataclass
+class TimingResult:
+    """Per-call times in milliseconds, one per sample, and how sampling ended."""
+
+    samples_ms: list[float]
+    calls_per_sample: int
+    converged: bool
+    warmup_calls: int
+    total_s: float
+    timer: str = "cpu-perf-counter"
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def time_cpu(fn: Callable[[], object], cfg: TimerConfig, clock: Callable[[], int] = time.perf_counter_ns) -> TimingResult:
+    """Time ``fn`` on the host. ``fn`` must complete its work before returning (CPU tensors do)."""
+    start = clock()
+    t0 = clock()
+    fn()
+    first_s = (clock() - t0) / 1e9
+    warm = 1
+    while (clock() - start) / 1e9 < cfg.warmup_s:
+        t0 = clock()
+        fn()
+        first_s = (clock() - t0) / 1e9
+        warm += 1
+    calls = max(1, math.ceil(cfg.block_min_s / max(first_s, 1e-9)))
+
+    rule = StopRule(cfg)
+    samples: list[float] = []
+    t_begin = clock()
+    met = False
+    while True:
+        t0 = clock()
+        for _ in range(calls):
+            fn()
+        samples.append((clock() - t0) / 1e6 / calls)
+        stop, met = rule.done(samples, (clock() - t_begin) / 1e9)
+        if stop:
+            break
+    return TimingResult(
+        samples_ms=samples,
+        calls_per_sample=calls,
+        converged=met,
+        warmup_calls=warm,
+        total_s=(clock() - start) / 1e9,
+    )

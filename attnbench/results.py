@@ -1,0 +1,140 @@
+"""Results of a run: a tidy table (one row per point), the raw samples (a long table), and a
+versioned metadata sidecar. Reports and comparisons read runs only through this module.
+
+Run directory layout::
+
+    journal.jsonl      every finished point, appended as it finishes (the source of truth)
+    results.parquet    one row per point (columns documented in COLUMNS)
+    samples.parquet    point_id, sample, time_ms: every timing sample, per call
+    metadata.json      schema_version, environment, suite, command line, timestamps
+    plan.json          the points of the run, so --resume knows what is missing
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from attnbench.errors import UserError
+from attnbench.runner import journal
+
+SCHEMA_VERSION = 1
+RESULTS = "results.parquet"
+SAMPLES = "samples.parquet"
+METADATA = "metadata.json"
+PLAN = "plan.json"
+
+# column -> (unit, meaning). Extra columns from telemetry/roofline are documented beside them.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "point_id": ("", "stable identity of the point: impl/pass/mode/dtype/shape[-params][-seed]"),
+    "impl": ("", "implementation name"),
+    "family": ("", "softmax or linear"),
+    "pass": ("", "fwd (no_grad forward), bwd (backward only, through a retained graph), fwdbwd"),
+    "causal": ("bool", "causal mask"),
+    "dtype": ("", "input and compute dtype"),
+    "B": ("", "batch"),
+    "H": ("", "heads"),
+    "N": ("tokens", "sequence length"),
+    "D": ("", "query/key head dim"),
+    "M": ("", "value head dim"),
+    "seed": ("", "input seed"),
+    "device": ("", "cpu or cuda"),
+    "impl_params": ("json", "keyword parameters passed to the impl (e.g. chunk_size)"),
+    "status": ("", "ok, skipped, error, oom, timeout or crashed"),
+    "error": ("", "why a point was skipped or failed (one line)"),
+    "time_ms_median": ("ms", "median time per call"),
+    "time_ms_q1": ("ms", "25th percentile of the per-call samples"),
+    "time_ms_q3": ("ms", "75th percentile"),
+    "time_ms_iqr": ("ms", "q3 - q1"),
+    "time_ms_min": ("ms", "fastest sample"),
+    "time_ms_max": ("ms", "slowest sample"),
+    "time_ms_mean": ("ms", "mean of the samples"),
+    "n_samples": ("", "number of timing samples (each a block of calls_per_sample calls)"),
+    "rel_noise": ("ratio", "relative standard error of the median, sqrt(pi/2)*(IQR/1.349)/sqrt(n)/median"),
+    "converged": ("bool", "the noise target was met before the time cap"),
+    "calls_per_sample": ("", "calls timed together in one sample"),
+    "warmup_calls": ("", "untimed calls before sampling"),
+    "timer": ("", "cpu-perf-counter or cuda-event"),
+    "threads": ("", "torch intra-op threads"),
+    "input_mib": ("MiB", "memory of q, k, v and the upstream gradient"),
+    "peak_mib": ("MiB", "peak memory of one call beyond what existed before it (inputs excluded)"),
+    "mem_method": ("", "how peak_mib was measured (rss-hwm on CPU, cuda-allocator on GPU)"),
+    "reference": ("", "what the float64 reference was (the family reference, or its chunked form past N=4096)"),
+    "err_out": ("ratio", "||out - ref|| / ||ref|| against the float64 reference"),
+    "err_dq": ("ratio", "relative error of dL/dq"),
+    "err_dk": ("ratio", "relative error of dL/dk"),
+    "err_dv": ("ratio", "relative error of dL/dv"),
+    "tolerance": ("ratio", "largest relative error that passes, by dtype"),
+    "correct": ("bool", "every checked tensor finite, non-constant and within tolerance"),
+    "correctness_error": ("", "what failed the check"),
+    "wall_s": ("s", "wall time the point took, worker start to result"),
+}
+
+
+def records_to_frames(records: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """(results DataFrame, samples DataFrame) from journal records."""
+    import pandas as pd
+
+    rows = [{k: v for k, v in rec["row"].items() if k != "traceback"} for rec in records]
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    front = [c for c in COLUMNS if c in df.columns]
+    df = df[front + [c for c in df.columns if c not in COLUMNS]]
+    samples = pd.DataFrame(
+        [
+            {"point_id": rec["row"]["point_id"], "sample": i, "time_ms": t}
+            for rec in records
+            for i, t in enumerate(rec.get("samples", []))
+        ],
+        columns=["point_id", "sample", "time_ms"],
+    )
+    return df, samples
+
+
+def write_metadata(run_dir: Path, meta: dict[str, Any]) -> None:
+    meta = {"schema_version": SCHEMA_VERSION, **meta}
+    tmp = Path(run_dir) / (METADATA + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(Path(run_dir) / METADATA)
+
+
+def read_metadata(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / METADATA
+    if not path.exists():
+        raise UserError(f"run directory {run_dir}: no {METADATA}; expected a directory written by `attnbench run`")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {version!r} is not one this attnbench reads (expected {SCHEMA_VERSION})")
+    return meta
+
+
+def finalize(run_dir: Path) -> tuple[Any, Any]:
+    """Write results.parquet and samples.parquet from the journal; return the frames."""
+    df, samples = records_to_frames(journal.load(run_dir))
+    df.to_parquet(Path(run_dir) / RESULTS, index=False)
+    samples.to_parquet(Path(run_dir) / SAMPLES, index=False)
+    return df, samples
+
+
+def load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(results, samples, metadata) of a run directory; rebuilt from the journal if the
+    Parquet files are missing (a run that was killed before it could write them)."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {str(run_dir)!r} does not exist")
+    meta = read_metadata(run_dir)
+    if (run_dir / RESULTS).exists():
+        df = pd.read_parquet(run_dir / RESULTS)
+        samples = pd.read_parquet(run_dir / SAMPLES) if (run_dir / SAMPLES).exists() else None
+    else:
+        df, samples = records_to_frames(journal.load(run_dir))
+    return df, samples, meta

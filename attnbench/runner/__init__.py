@@ -1,0 +1,1 @@
+"""Running points: one worker process per point, a journal, resume, timeouts."""

@@ -1,0 +1,108 @@
+"""Run a list of points, each in its own worker process, journaling every finished one.
+
+Workers are forked from a fork server that has torch imported already, so a point costs a
+fork, not an interpreter start, and still gets a clean process: a crash, an OOM kill or a
+hang becomes that point's row (status crashed, oom or timeout) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attnbench.runner import journal
+
+POINT_COLUMNS = ("point_id", "impl", "pass", "causal", "dtype", "B", "H", "N", "D", "M", "seed", "device")
+
+_ctx: Any = None
+
+
+def _context() -> Any:
+    global _ctx
+    if _ctx is None:
+        _ctx = mp.get_context("forkserver")
+        _ctx.set_forkserver_preload(["attnbench.runner.worker"])
+    return _ctx
+
+
+def base_row(point: dict[str, Any]) -> dict[str, Any]:
+    row = {k: point[k] for k in POINT_COLUMNS}
+    row["impl_params"] = json.dumps(point.get("params", {}), sort_keys=True)
+    return row
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def run_one(point: dict[str, Any], options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Measure one point in a fresh worker; always returns a record, whatever happened."""
+    ctx = _context()
+    from attnbench.runner import worker
+
+    recv_conn, send_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=worker.main, args=(point, options, send_conn), daemon=True)
+    started = time.perf_counter()
+    proc.start()
+    send_conn.close()
+    record: dict[str, Any] | None = None
+    try:
+        if recv_conn.poll(timeout_s):
+            try:
+                record = recv_conn.recv()
+            except EOFError:
+                record = None
+        proc.join(timeout=10)
+    except BaseException:
+        proc.kill()
+        proc.join()
+        raise
+    finally:
+        recv_conn.close()
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    if record is None:
+        code = proc.exitcode
+        if code is None or (time.perf_counter() - started) >= timeout_s:
+            row = {"status": "timeout", "error": f"no result within the {timeout_s:g} s timeout; worker killed"}
+        elif code == -signal.SIGKILL:
+            row = {"status": "oom", "error": "worker killed by SIGKILL (most likely the kernel's OOM killer)"}
+        elif code < 0:
+            row = {"status": "crashed", "error": f"worker died from {_signal_name(code)}"}
+        else:
+            row = {"status": "crashed", "error": f"worker exited with code {code} without a result"}
+        record = {"row": row, "samples": []}
+    record["row"].setdefault("wall_s", time.perf_counter() - started)
+    return record
+
+
+def run_points(
+    run_dir: Path,
+    points: list[dict[str, Any]],
+    options: dict[str, Any],
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``points`` (those with ``skip`` set become skipped rows without a worker), append
+    each record to the journal at once and call ``on_done(record)``. Returns the records."""
+    timeout_s = float(options.get("timing", {}).get("timeout_s", 300.0))
+    records = []
+    for point in points:
+        if point.get("skip"):
+            record: dict[str, Any] = {"row": {"status": "skipped", "error": point["skip"]}, "samples": []}
+        else:
+            record = run_one(point, options, timeout_s)
+        record["row"] = {**base_row(point), **record["row"]}
+        journal.append(run_dir, record)
+        records.append(record)
+        if on_done is not None:
+            on_done(record)
+    return records
