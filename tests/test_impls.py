@@ -12,7 +12,7 @@ from attnbench.impls.softmax import softmax_attention
 from tests.helpers import max_rel_error, rand_qkvg
 
 LINEAR = ["linear-cumsum", "linear-chunked", "linear-recurrent"]
-SHAPES = [(1, 1, 1, 4, 4), (2, 3, 77, 16, 8), (1, 2, 130, 8, 24)]  # N not a multiple of 64; D != M
+SHAPES = [(1, 1, 2, 4, 4), (2, 3, 77, 16, 8), (1, 2, 130, 8, 24)]  # N not a multiple of 64; D != M. (N=1 has dq = dk = 0 exactly: relative error is undefined there.)
 
 
 def _ref(name: str):

@@ -1,0 +1,52 @@
+"""Developer sessions. `nox -s tests` is the test command CI runs (see README.md).
+
+torch is installed explicitly first, pinned to the CPU build (`TORCH_SPEC`, overridable):
+an unpinned torch would pull a multi-GB CUDA build. On a GPU machine set
+ATTNBENCH_TORCH_SPEC to the CUDA build you want before `nox -s gpu`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH_SPEC = os.environ.get("ATTNBENCH_TORCH_SPEC", "torch==2.13.0")
+PY = "3.11"
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(TORCH_SPEC)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The CPU test suite (GPU tests skip themselves without CUDA)."""
+    _install(session)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "attnbench", "tests", "tools", "noxfile.py")
+    session.run("ruff", "format", "--check", "attnbench", "tests", "tools", "noxfile.py")
+
+
+@nox.session(python=PY)
+def typecheck(session: nox.Session) -> None:
+    """mypy on the package."""
+    _install(session)
+    session.run("mypy", "attnbench")
+
+
+@nox.session(python=PY)
+def gpu(session: nox.Session) -> None:
+    """Only the GPU tests (`-m gpu`): run on a machine with CUDA and a CUDA build of torch."""
+    _install(session)
+    session.run("pytest", "-q", "-m", "gpu", *session.posargs)
