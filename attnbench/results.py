@@ -111,7 +111,9 @@ def read_metadata(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version {version!r} is not one this attnbench reads (expected {SCHEMA_VERSION})")
+        raise UserError(
+            f"{path}: schema_version {version!r} is not one this attnbench reads (expected {SCHEMA_VERSION})"
+        )
     return meta
 
 

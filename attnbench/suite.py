@@ -160,7 +160,9 @@ def parse_suite(text: str, path: str) -> Suite:
                 raise _fail(f"{dwhere}.limits", impl, lim, "a table like { max_N = 8192 }")
             for lk, lv in lim.items():
                 if lk not in LIMIT_KEYS:
-                    raise UserError(f"{dwhere}.limits: {impl}: unknown limit {lk!r}; expected one of {', '.join(LIMIT_KEYS)}")
+                    raise UserError(
+                        f"{dwhere}.limits: {impl}: unknown limit {lk!r}; expected one of {', '.join(LIMIT_KEYS)}"
+                    )
                 if isinstance(lv, bool) or not isinstance(lv, int) or lv < 1:
                     raise _fail(f"{dwhere}.limits", f"{impl}.{lk}", lv, "a positive integer")
             limits[dev][impl] = dict(lim)
@@ -270,7 +272,7 @@ def expand(suite: Suite, device: str, overrides: dict[str, list[Any]] | None = N
     keys = ("impl", "pass", "causal", "dtype", "B", "H", "D", "M", "seed", "N")
     seen: set[str] = set()
     for combo in itertools.product(*(values[k] for k in keys)):
-        p: dict[str, Any] = dict(zip(keys, combo))
+        p: dict[str, Any] = dict(zip(keys, combo, strict=False))
         p["device"] = device
         p["params"] = dict(suite.impl_params.get(p["impl"], {}))
         p["point_id"] = point_id(p)

@@ -20,7 +20,9 @@ def test_cli_import_stays_light():
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import attnbench.cli"], capture_output=True, text=True, cwd=ROOT
     ).stderr
-    heavy = [line for line in out.splitlines() if line.rstrip().split("|")[-1].strip() in ("torch", "pandas", "seaborn")]
+    heavy = [
+        line for line in out.splitlines() if line.rstrip().split("|")[-1].strip() in ("torch", "pandas", "seaborn")
+    ]
     assert not heavy, heavy
 
 

@@ -12,7 +12,11 @@ from attnbench.impls.softmax import softmax_attention
 from tests.helpers import max_rel_error, rand_qkvg
 
 LINEAR = ["linear-cumsum", "linear-chunked", "linear-recurrent"]
-SHAPES = [(1, 1, 2, 4, 4), (2, 3, 77, 16, 8), (1, 2, 130, 8, 24)]  # N not a multiple of 64; D != M. (N=1 has dq = dk = 0 exactly: relative error is undefined there.)
+SHAPES = [
+    (1, 1, 2, 4, 4),
+    (2, 3, 77, 16, 8),
+    (1, 2, 130, 8, 24),
+]  # N not a multiple of 64; D != M. (N=1 has dq = dk = 0 exactly: relative error is undefined there.)
 
 
 def _ref(name: str):
@@ -29,13 +33,15 @@ def test_float32_matches_float64_reference(name, causal, shape, seed):
         pytest.skip(f"{name} has no {'causal' if causal else 'non-causal'} mode")
     q, k, v, g = rand_qkvg(*shape, seed=seed)
     errs = max_rel_error(spec.fn, _ref(name), q, k, v, g, causal=causal)
-    assert max(errs) < 1e-5, dict(zip(["out", "dq", "dk", "dv"], errs))
+    assert max(errs) < 1e-5, dict(zip(["out", "dq", "dk", "dv"], errs, strict=False))
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 200])
 def test_chunked_any_chunk_size_is_exact_in_float64(chunk):
     q, k, v, g = (t.double() for t in rand_qkvg(2, 2, 150, 8, 5, seed=3))
-    errs = max_rel_error(lambda *a, **kw: linear_chunked(*a, chunk_size=chunk, **kw), linear_quadratic, q, k, v, g, causal=True)
+    errs = max_rel_error(
+        lambda *a, **kw: linear_chunked(*a, chunk_size=chunk, **kw), linear_quadratic, q, k, v, g, causal=True
+    )
     assert max(errs) < 1e-12
 
 
@@ -56,7 +62,9 @@ def test_causal_output_ignores_the_future():
         k2[:, :, 20:] += 5.0
         v2[:, :, 20:] -= 3.0
         out2 = fn(q, k2, v2, causal=True)
-        assert torch.equal(out[:, :, :20], out2[:, :, :20]) or torch.allclose(out[:, :, :20], out2[:, :, :20], atol=1e-6), name
+        assert torch.equal(out[:, :, :20], out2[:, :, :20]) or torch.allclose(
+            out[:, :, :20], out2[:, :, :20], atol=1e-6
+        ), name
         assert not torch.allclose(out[:, :, 20:], out2[:, :, 20:]), name
 
 

@@ -55,9 +55,13 @@ def attnbench(*args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def test_failures_become_rows_and_the_sweep_goes_on(tmp_path):
-    suite = write_suite(tmp_path, ["linear-chunked", "crasher", "raiser", "oomer", "sleeper", "nanout", "softmax"], timeout=8)
+    suite = write_suite(
+        tmp_path, ["linear-chunked", "crasher", "raiser", "oomer", "sleeper", "nanout", "softmax"], timeout=8
+    )
     out = tmp_path / "run"
-    res = attnbench("run", "--suite", str(suite), "--out", str(out), "--no-report", "--set", "N=16", "--set", "pass=fwd")
+    res = attnbench(
+        "run", "--suite", str(suite), "--out", str(out), "--no-report", "--set", "N=16", "--set", "pass=fwd"
+    )
     assert res.returncode == 0, res.stderr
     df = pd.read_parquet(out / "results.parquet").set_index("impl")
     assert df.loc["linear-chunked", "status"] == "ok" and bool(df.loc["linear-chunked", "correct"])
@@ -81,11 +85,27 @@ def test_off_by_one_plugin_fails_the_oracle_while_builtins_pass(tmp_path):
     by_impl: dict[str, list] = {}
     for r in rows:
         by_impl.setdefault(r["impl"], []).append(r)
-    assert all(r["status"] == "ok" and r["correct"] for name in ("linear-quadratic", "linear-chunked", "decorated") for r in by_impl[name])
+    assert all(
+        r["status"] == "ok" and r["correct"]
+        for name in ("linear-quadratic", "linear-chunked", "decorated")
+        for r in by_impl[name]
+    )
     assert all(r["status"] == "ok" and r["correct"] is False for r in by_impl["offbyone"])
     assert all("relative error" in r["correctness_error"] for r in by_impl["offbyone"])
     assert by_impl["decorated"][0]["family"] == "softmax"
-    strict = attnbench("run", "--suite", str(suite), "--out", str(tmp_path / "run2"), "--no-report", "--strict", "--impl", "offbyone", "--set", "N=16")
+    strict = attnbench(
+        "run",
+        "--suite",
+        str(suite),
+        "--out",
+        str(tmp_path / "run2"),
+        "--no-report",
+        "--strict",
+        "--impl",
+        "offbyone",
+        "--set",
+        "N=16",
+    )
     assert strict.returncode == 1
 
 
@@ -121,7 +141,19 @@ def test_ctrl_c_keeps_finished_points(tmp_path):
     suite = write_suite(tmp_path, ["linear-chunked", "sleeper"], timeout=120)
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "attnbench", "run", "--suite", str(suite), "--out", str(out), "--no-report", "--set", "pass=fwd"],
+        [
+            sys.executable,
+            "-m",
+            "attnbench",
+            "run",
+            "--suite",
+            str(suite),
+            "--out",
+            str(out),
+            "--no-report",
+            "--set",
+            "pass=fwd",
+        ],
         env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

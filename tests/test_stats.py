@@ -56,7 +56,9 @@ def test_time_cpu_with_a_fake_clock():
     def clock() -> int:
         return next(ticks)
 
-    res = time_cpu(lambda: None, TimerConfig(warmup_s=0.0, min_samples=3, min_time_s=0.0, max_time_s=1.0, block_min_s=0.0), clock)
+    res = time_cpu(
+        lambda: None, TimerConfig(warmup_s=0.0, min_samples=3, min_time_s=0.0, max_time_s=1.0, block_min_s=0.0), clock
+    )
     assert res.converged
     assert len(res.samples_ms) == 3
     assert all(t == pytest.approx(1.0) for t in res.samples_ms)

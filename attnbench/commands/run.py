@@ -81,7 +81,9 @@ def _load_plan(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 @user_errors
 def run(
-    suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `attnbench list`) or a .toml path.")] = "seqlen",
+    suite: Annotated[
+        str, typer.Option("--suite", "-s", help="Suite name (see `attnbench list`) or a .toml path.")
+    ] = "seqlen",
     impl: Annotated[list[str] | None, typer.Option(help="Only these impls (repeat or comma-separate).")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a parameter axis, e.g. --set N=1024,2048 (repeatable).")
@@ -89,7 +91,9 @@ def run(
     device: Annotated[str, typer.Option(help="auto (CUDA if visible, else CPU), cpu or cuda.")] = "auto",
     dtype: Annotated[list[str] | None, typer.Option(help="Only these dtypes (float32, bfloat16, ...).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to create (default runs/SUITE-TIMESTAMP).")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run: run only its missing points.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an interrupted run: run only its missing points.")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per worker (default: all cores).")] = None,
     max_time: Annotated[float | None, typer.Option(help="Sampling time cap per point, seconds.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Kill a point's worker after this many seconds.")] = None,
@@ -179,11 +183,20 @@ def _write_report(run_dir: Path) -> None:
     build(run_dir)
 
 
-def _sweep(run_dir: Path, todo: list[dict[str, Any]], options: dict[str, Any], total: int, already: int, run_points: Any) -> bool:
+def _sweep(
+    run_dir: Path, todo: list[dict[str, Any]], options: dict[str, Any], total: int, already: int, run_points: Any
+) -> bool:
     """Run ``todo`` under a progress bar; True if interrupted by Ctrl-C."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     progress = Progress(

@@ -18,7 +18,7 @@ class RecurrentState:
     z: torch.Tensor
 
     @classmethod
-    def zeros(cls, b: int, h: int, d: int, m: int, *, dtype: torch.dtype, device: torch.device) -> "RecurrentState":
+    def zeros(cls, b: int, h: int, d: int, m: int, *, dtype: torch.dtype, device: torch.device) -> RecurrentState:
         return cls(
             s=torch.zeros(b, h, d, m, dtype=dtype, device=device),
             z=torch.zeros(b, h, d, dtype=dtype, device=device),

@@ -33,7 +33,9 @@ QUADRATIC_REF_MAX_N = 4096
 REF_CHUNK = 256
 
 
-def reference_plan(ref_name: str, ref_fn: Callable[..., torch.Tensor], n: int) -> tuple[str, Callable[..., torch.Tensor]]:
+def reference_plan(
+    ref_name: str, ref_fn: Callable[..., torch.Tensor], n: int
+) -> tuple[str, Callable[..., torch.Tensor]]:
     """(label, function) evaluating the family reference ``ref_name`` at sequence length ``n``."""
     if ref_name == "linear-quadratic" and n > QUADRATIC_REF_MAX_N:
         from attnbench.impls.chunked import linear_chunked
@@ -62,7 +64,7 @@ def reference_outputs(
     blockwise = "q_offset" in inspect.signature(ref_fn).parameters
     rows = max(16, min(n, _BLOCK_ELEMS // max(1, n * b * h))) if blockwise else n
     out = torch.empty(v.shape, dtype=torch.float64)
-    grads = {name: torch.zeros_like(t) for name, t in zip(GRAD_NAMES, (q, k, v))}
+    grads = {name: torch.zeros_like(t) for name, t in zip(GRAD_NAMES, (q, k, v), strict=False)}
     for s in range(0, n, rows):
         e = min(n, s + rows)
         kend = e if causal else n
@@ -132,12 +134,14 @@ def run_impl_for_check(
         out = fn(*leaves, causal=causal, **params)
     result = {"out": out.detach()}
     if with_grads:
-        for name, grad in zip(GRAD_NAMES, torch.autograd.grad(out, leaves, g)):
+        for name, grad in zip(GRAD_NAMES, torch.autograd.grad(out, leaves, g), strict=False):
             result[name] = grad
     return result
 
 
-def judge(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], dtype: str, tol: float | None = None) -> dict[str, Any]:
+def judge(
+    got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], dtype: str, tol: float | None = None
+) -> dict[str, Any]:
     """Columns err_out, err_dq, err_dk, err_dv, tolerance, correct, correctness_error."""
     tolerance = TOLERANCES[dtype] if tol is None else tol
     row: dict[str, Any] = {f"err_{name}": None for name in ("out", *GRAD_NAMES)}

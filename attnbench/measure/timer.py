@@ -63,7 +63,9 @@ class TimingResult:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def time_cpu(fn: Callable[[], object], cfg: TimerConfig, clock: Callable[[], int] = time.perf_counter_ns) -> TimingResult:
+def time_cpu(
+    fn: Callable[[], object], cfg: TimerConfig, clock: Callable[[], int] = time.perf_counter_ns
+) -> TimingResult:
     """Time ``fn`` on the host. ``fn`` must complete its work before returning (CPU tensors do)."""
     start = clock()
     t0 = clock()

@@ -163,7 +163,11 @@ def main(point: dict[str, Any], options: dict[str, Any], conn: Any) -> None:
         record = measure_point(point, options)
     except BaseException as exc:  # report anything, even KeyboardInterrupt, as this point's row
         record = {
-            "row": {"status": "oom" if _is_oom(exc) else "error", "error": _one_line(exc), "traceback": traceback.format_exc(limit=8)},
+            "row": {
+                "status": "oom" if _is_oom(exc) else "error",
+                "error": _one_line(exc),
+                "traceback": traceback.format_exc(limit=8),
+            },
             "samples": [],
         }
     conn.send(record)
