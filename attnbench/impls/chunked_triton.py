@@ -17,9 +17,10 @@ import torch
 from attnbench.impls.common import EPS, check_shapes
 from attnbench.impls.registry import register
 
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 32
 MAX_HEAD_DIM = 256  # D and M are held whole in one tile by some of the kernels
 NUM_WARPS = 4
+NUM_STAGES = 2  # software-pipelining depth of the chunk loop
 
 
 def _next_pow2(x: int) -> int:
@@ -32,13 +33,23 @@ def _block(x: int, cap: int | None = None) -> int:
     return min(b, cap) if cap is not None else b
 
 
-def _chunk(chunk_size: int | None, d: int, m: int) -> int:
+def kernel_blocks(d: int, m: int) -> dict[str, tuple[int, int]]:
+    """(BLOCK_D, BLOCK_M) per kernel: fwd and dv hold all of D and split M; dq and dk hold all of M
+    (dL/dden needs whole rows of g and o) and split D. Shared with tools/check_triton_compile.py."""
+    whole_d = (_block(d), _block(m, 64))
+    whole_m = (_block(d, 64), _block(m))
+    return {"fwd": whole_d, "dq": whole_m, "dk": whole_m, "dv": whole_d}
+
+
+def chunk_for(chunk_size: int | None, d: int, m: int, dot_prec: str) -> int:
+    """Rows per chunk. 32 keeps the fp16/bf16 kernels (tensor-core dots) free of register spills
+    at D = M = 64 on sm_80/sm_90 (tools/check_triton_compile.py prints the spills); IEEE fp32 dots
+    run on FMA units and need much more registers per tile, hence 16 there and for wide heads."""
     if chunk_size is not None:
         if chunk_size < 16 or chunk_size & (chunk_size - 1):
             raise ValueError(f"chunk_size must be a power of two >= 16, got {chunk_size}")
         return chunk_size
-    # Wide heads hold bigger whole-D/M tiles: halve the chunk to keep registers in bounds.
-    return DEFAULT_CHUNK if max(d, m) <= 64 else 32
+    return 16 if dot_prec == "ieee" or max(d, m) > 128 else DEFAULT_CHUNK
 
 
 def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
@@ -66,10 +77,10 @@ class ChunkedTritonFn(torch.autograd.Function):
         out = torch.empty_like(v)
         rden = torch.empty(bh, n, dtype=torch.float32, device=q.device)  # 1 / (den + EPS), for backward
         prec = _dot_precision(q.dtype, q.device)
-        bd, bm = _block(d), _block(m, 64)
+        bd, bm = kernel_blocks(d, m)["fwd"]
         kern.chunked_fwd_kernel[(-(-m // bm), bh)](
             q, k, v, out, rden, n, d, m, EPS,
-            BLOCK_C=chunk, BLOCK_D=bd, BLOCK_M=bm, DOT_PREC=prec, num_warps=NUM_WARPS,
+            BLOCK_C=chunk, BLOCK_D=bd, BLOCK_M=bm, DOT_PREC=prec, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, out, rden)
         ctx.chunk = chunk
@@ -87,8 +98,9 @@ class ChunkedTritonFn(torch.autograd.Function):
         chunk = ctx.chunk
         prec = _dot_precision(q.dtype, q.device)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        bd_split, bm_full = _block(d, 64), _block(m)
-        common = dict(BLOCK_C=chunk, DOT_PREC=prec, num_warps=NUM_WARPS)
+        blocks = kernel_blocks(d, m)
+        bd_split, bm_full = blocks["dq"]
+        common = dict(BLOCK_C=chunk, DOT_PREC=prec, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
         grid_d = (-(-d // bd_split), bh)
         kern.chunked_dq_kernel[grid_d](
             q, k, v, out, g, rden, dq, n, d, m, BLOCK_D=bd_split, BLOCK_M=bm_full, **common
@@ -96,7 +108,7 @@ class ChunkedTritonFn(torch.autograd.Function):
         kern.chunked_dk_kernel[grid_d](
             q, k, v, out, g, rden, dk, n, d, m, BLOCK_D=bd_split, BLOCK_M=bm_full, **common
         )
-        bd_full, bm_split = _block(d), _block(m, 64)
+        bd_full, bm_split = blocks["dv"]
         kern.chunked_dv_kernel[(-(-m // bm_split), bh)](
             q, k, g, rden, dv, n, d, m, BLOCK_D=bd_full, BLOCK_M=bm_split, **common
         )
@@ -119,7 +131,7 @@ def chunked_triton_attention(
         raise ValueError(f"head dims D={d}, M={m} exceed {MAX_HEAD_DIM}")
     if q.device.type != "cuda" and not interpreter_enabled():
         raise ValueError(f"{q.device.type} tensors need TRITON_INTERPRET=1 (set before importing triton)")
-    chunk = _chunk(chunk_size, d, m)
+    chunk = chunk_for(chunk_size, d, m, _dot_precision(q.dtype, q.device))
     out = ChunkedTritonFn.apply(
         q.reshape(b * h, n, d).contiguous(), k.reshape(b * h, n, d).contiguous(),
         v.reshape(b * h, n, m).contiguous(), chunk,
