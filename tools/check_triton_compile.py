@@ -3,7 +3,8 @@
 Compiles every kernel of attnbench/impls/_triton_kernels.py (fwd, dq, dk, dv) with
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))`` for a few dtype and head-size
 configurations, through the PTX to a cubin with the ptxas that the triton wheel bundles, and
-prints shared memory, registers and spills per kernel (spills are reported, not failed). Exits 1 if any compilation fails.
+prints shared memory, registers and spills per kernel (spills are reported, not failed).
+Exits 1 if any compilation fails.
 
     PYTHONPATH=$PWD python tools/check_triton_compile.py [--arch 80 90] [--quick]
 
@@ -47,10 +48,22 @@ TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 # (kernel name, kernel, argument names that are tensors of the input dtype, fp32 tensors, i32, fp32)
 KERNELS = {
-    "fwd": (kern.chunked_fwd_kernel, ["Q", "K", "V", "O"], ["RDEN"], ["N", "D", "M"], ["eps"]),
-    "dq": (kern.chunked_dq_kernel, ["Q", "K", "V", "O", "G", "DQ"], ["RDEN"], ["N", "D", "M"], []),
-    "dk": (kern.chunked_dk_kernel, ["Q", "K", "V", "O", "G", "DK"], ["RDEN"], ["N", "D", "M"], []),
-    "dv": (kern.chunked_dv_kernel, ["Q", "K", "G", "DV"], ["RDEN"], ["N", "D", "M"], []),
+    "fwd": (kern.chunked_fwd_kernel, ["q_ptr", "k_ptr", "v_ptr", "o_ptr"], ["rden_ptr"], ["N", "D", "M"], ["eps"]),
+    "dq": (
+        kern.chunked_dq_kernel,
+        ["q_ptr", "k_ptr", "v_ptr", "o_ptr", "g_ptr", "dq_ptr"],
+        ["rden_ptr"],
+        ["N", "D", "M"],
+        [],
+    ),
+    "dk": (
+        kern.chunked_dk_kernel,
+        ["q_ptr", "k_ptr", "v_ptr", "o_ptr", "g_ptr", "dk_ptr"],
+        ["rden_ptr"],
+        ["N", "D", "M"],
+        [],
+    ),
+    "dv": (kern.chunked_dv_kernel, ["q_ptr", "k_ptr", "g_ptr", "dv_ptr"], ["rden_ptr"], ["N", "D", "M"], []),
 }
 
 # (dtype, D, M); the chunk size and blocks follow from chunked_triton's own rules.

@@ -37,18 +37,29 @@ def _load_phi(ptr, rows, cols, mask, ncols):
 
 @triton.jit
 def chunked_fwd_kernel(
-    Q, K, V, O, RDEN, N, D, M, eps,
-    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    rden_ptr,
+    N,
+    D,
+    M,
+    eps,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
-    """Grid (cdiv(M, BLOCK_M), B*H); BLOCK_D covers all of D. Writes O and 1/(den + eps)."""
+    """Grid (cdiv(M, BLOCK_M), B*H); BLOCK_D covers all of D. Writes o_ptr and 1/(den + eps)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    Q += bh * N * D
-    K += bh * N * D
-    V += bh * N * M
-    O += bh * N * M
-    RDEN += bh * N
-    dt = V.dtype.element_ty
+    q_ptr += bh * N * D
+    k_ptr += bh * N * D
+    v_ptr += bh * N * M
+    o_ptr += bh * N * M
+    rden_ptr += bh * N
+    dt = v_ptr.dtype.element_ty
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -59,36 +70,48 @@ def chunked_fwd_kernel(
         rows = t + offs_c
         mask_qk = (rows < N)[:, None] & (offs_d < D)[None, :]
         mask_v = (rows < N)[:, None] & (offs_m < M)[None, :]
-        qf, _ = _load_phi(Q, rows, offs_d, mask_qk, D)
-        kf, _ = _load_phi(K, rows, offs_d, mask_qk, D)
-        v = tl.load(V + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0)
+        qf, _ = _load_phi(q_ptr, rows, offs_d, mask_qk, D)
+        kf, _ = _load_phi(k_ptr, rows, offs_d, mask_qk, D)
+        v = tl.load(v_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0)
         a = tl.dot(qf.to(dt), tl.trans(kf.to(dt)), input_precision=DOT_PREC)
         a = tl.where(causal, a, 0.0)
         num = tl.dot(a.to(dt), v, input_precision=DOT_PREC) + tl.dot(qf, s, input_precision=DOT_PREC)
         rden = 1.0 / (tl.sum(a, 1) + tl.sum(qf * z[None, :], 1) + eps)
-        tl.store(O + rows[:, None] * M + offs_m[None, :], (num * rden[:, None]).to(dt), mask=mask_v)
-        tl.store(RDEN + rows, rden, mask=rows < N - pid_m * N)  # only the pid_m == 0 program
+        tl.store(o_ptr + rows[:, None] * M + offs_m[None, :], (num * rden[:, None]).to(dt), mask=mask_v)
+        tl.store(rden_ptr + rows, rden, mask=rows < N - pid_m * N)  # only the pid_m == 0 program
         s += tl.dot(tl.trans(kf.to(dt)), v, input_precision=DOT_PREC)
         z += tl.sum(kf, 0)
 
 
 @triton.jit
 def chunked_dq_kernel(
-    Q, K, V, O, G, RDEN, DQ, N, D, M,
-    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    g_ptr,
+    rden_ptr,
+    dq_ptr,
+    N,
+    D,
+    M,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(D, BLOCK_D), B*H); BLOCK_M covers all of M. Forward sweep:
     dphi(q)_c = dP_c phi(k)_c + dnum_c S_prev^T + dden_c z_prev^T, dP = (dnum v^T + dden) masked."""
     pid_d = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    Q += bh * N * D
-    K += bh * N * D
-    DQ += bh * N * D
-    V += bh * N * M
-    O += bh * N * M
-    G += bh * N * M
-    RDEN += bh * N
-    dt = V.dtype.element_ty
+    q_ptr += bh * N * D
+    k_ptr += bh * N * D
+    dq_ptr += bh * N * D
+    v_ptr += bh * N * M
+    o_ptr += bh * N * M
+    g_ptr += bh * N * M
+    rden_ptr += bh * N
+    dt = v_ptr.dtype.element_ty
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_m = tl.arange(0, BLOCK_M)
@@ -99,40 +122,52 @@ def chunked_dq_kernel(
         rows = t + offs_c
         mask_qk = (rows < N)[:, None] & (offs_d < D)[None, :]
         mask_v = (rows < N)[:, None] & (offs_m < M)[None, :]
-        _, q = _load_phi(Q, rows, offs_d, mask_qk, D)
-        kf, _ = _load_phi(K, rows, offs_d, mask_qk, D)
-        v = tl.load(V + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0)
-        g = tl.load(G + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
-        o = tl.load(O + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
-        rden = tl.load(RDEN + rows, mask=rows < N, other=0.0)
+        _, q = _load_phi(q_ptr, rows, offs_d, mask_qk, D)
+        kf, _ = _load_phi(k_ptr, rows, offs_d, mask_qk, D)
+        v = tl.load(v_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0)
+        g = tl.load(g_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
+        o = tl.load(o_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
+        rden = tl.load(rden_ptr + rows, mask=rows < N, other=0.0)
         dnum = g * rden[:, None]
         dden = -tl.sum(g * o, 1) * rden
         dp = tl.dot(dnum.to(dt), tl.trans(v), input_precision=DOT_PREC) + dden[:, None]
         dp = tl.where(causal, dp, 0.0)
         dqf = tl.dot(dp.to(dt), kf.to(dt), input_precision=DOT_PREC)
         dqf += tl.dot(dnum, tl.trans(s), input_precision=DOT_PREC) + dden[:, None] * z[None, :]
-        tl.store(DQ + rows[:, None] * D + offs_d[None, :], (dqf * _dphi(q)).to(dt), mask=mask_qk)
+        tl.store(dq_ptr + rows[:, None] * D + offs_d[None, :], (dqf * _dphi(q)).to(dt), mask=mask_qk)
         s += tl.dot(tl.trans(kf.to(dt)), v, input_precision=DOT_PREC)
         z += tl.sum(kf, 0)
 
 
 @triton.jit
 def chunked_dk_kernel(
-    Q, K, V, O, G, RDEN, DK, N, D, M,
-    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    g_ptr,
+    rden_ptr,
+    dk_ptr,
+    N,
+    D,
+    M,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(D, BLOCK_D), B*H); BLOCK_M covers all of M. Reverse sweep:
     dphi(k)_c = dP_c^T phi(q)_c + v_c R_next^T + r_next, R = sum phi(q) dnum^T, r = sum phi(q) dden."""
     pid_d = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    Q += bh * N * D
-    K += bh * N * D
-    DK += bh * N * D
-    V += bh * N * M
-    O += bh * N * M
-    G += bh * N * M
-    RDEN += bh * N
-    dt = V.dtype.element_ty
+    q_ptr += bh * N * D
+    k_ptr += bh * N * D
+    dk_ptr += bh * N * D
+    v_ptr += bh * N * M
+    o_ptr += bh * N * M
+    g_ptr += bh * N * M
+    rden_ptr += bh * N
+    dt = v_ptr.dtype.element_ty
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_m = tl.arange(0, BLOCK_M)
@@ -144,38 +179,48 @@ def chunked_dk_kernel(
         rows = (n_chunks - 1 - i) * BLOCK_C + offs_c
         mask_qk = (rows < N)[:, None] & (offs_d < D)[None, :]
         mask_v = (rows < N)[:, None] & (offs_m < M)[None, :]
-        qf, _ = _load_phi(Q, rows, offs_d, mask_qk, D)
-        kf, k = _load_phi(K, rows, offs_d, mask_qk, D)
-        v = tl.load(V + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0)
-        g = tl.load(G + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
-        o = tl.load(O + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
-        rden = tl.load(RDEN + rows, mask=rows < N, other=0.0)
+        qf, _ = _load_phi(q_ptr, rows, offs_d, mask_qk, D)
+        kf, k = _load_phi(k_ptr, rows, offs_d, mask_qk, D)
+        v = tl.load(v_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0)
+        g = tl.load(g_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
+        o = tl.load(o_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
+        rden = tl.load(rden_ptr + rows, mask=rows < N, other=0.0)
         dnum = g * rden[:, None]
         dden = -tl.sum(g * o, 1) * rden
         dp = tl.dot(dnum.to(dt), tl.trans(v), input_precision=DOT_PREC) + dden[:, None]
         dp = tl.where(causal, dp, 0.0)
         dkf = tl.dot(tl.trans(dp.to(dt)), qf.to(dt), input_precision=DOT_PREC)
         dkf += tl.dot(v.to(tl.float32), tl.trans(r_state), input_precision=DOT_PREC) + r_vec[None, :]
-        tl.store(DK + rows[:, None] * D + offs_d[None, :], (dkf * _dphi(k)).to(dt), mask=mask_qk)
+        tl.store(dk_ptr + rows[:, None] * D + offs_d[None, :], (dkf * _dphi(k)).to(dt), mask=mask_qk)
         r_state += tl.dot(tl.trans(qf.to(dt)), dnum.to(dt), input_precision=DOT_PREC)
         r_vec += tl.sum(qf * dden[:, None], 0)
 
 
 @triton.jit
 def chunked_dv_kernel(
-    Q, K, G, RDEN, DV, N, D, M,
-    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    g_ptr,
+    rden_ptr,
+    dv_ptr,
+    N,
+    D,
+    M,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     """Grid (cdiv(M, BLOCK_M), B*H); BLOCK_D covers all of D. Reverse sweep:
     dv_c = A_c^T dnum_c + phi(k)_c R_next, A = phi(q) phi(k)^T masked, R = sum phi(q)^T dnum."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
-    Q += bh * N * D
-    K += bh * N * D
-    G += bh * N * M
-    DV += bh * N * M
-    RDEN += bh * N
-    dt = G.dtype.element_ty
+    q_ptr += bh * N * D
+    k_ptr += bh * N * D
+    g_ptr += bh * N * M
+    dv_ptr += bh * N * M
+    rden_ptr += bh * N
+    dt = g_ptr.dtype.element_ty
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -186,14 +231,14 @@ def chunked_dv_kernel(
         rows = (n_chunks - 1 - i) * BLOCK_C + offs_c
         mask_qk = (rows < N)[:, None] & (offs_d < D)[None, :]
         mask_v = (rows < N)[:, None] & (offs_m < M)[None, :]
-        qf, _ = _load_phi(Q, rows, offs_d, mask_qk, D)
-        kf, _ = _load_phi(K, rows, offs_d, mask_qk, D)
-        g = tl.load(G + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
-        rden = tl.load(RDEN + rows, mask=rows < N, other=0.0)
+        qf, _ = _load_phi(q_ptr, rows, offs_d, mask_qk, D)
+        kf, _ = _load_phi(k_ptr, rows, offs_d, mask_qk, D)
+        g = tl.load(g_ptr + rows[:, None] * M + offs_m[None, :], mask=mask_v, other=0.0).to(tl.float32)
+        rden = tl.load(rden_ptr + rows, mask=rows < N, other=0.0)
         dnum = (g * rden[:, None]).to(dt)
         a = tl.dot(qf.to(dt), tl.trans(kf.to(dt)), input_precision=DOT_PREC)
         a = tl.where(causal, a, 0.0)
         dv = tl.dot(tl.trans(a.to(dt)), dnum, input_precision=DOT_PREC)
         dv += tl.dot(kf, r_state, input_precision=DOT_PREC)
-        tl.store(DV + rows[:, None] * M + offs_m[None, :], dv.to(dt), mask=mask_v)
+        tl.store(dv_ptr + rows[:, None] * M + offs_m[None, :], dv.to(dt), mask=mask_v)
         r_state += tl.dot(tl.trans(qf.to(dt)), dnum, input_precision=DOT_PREC)

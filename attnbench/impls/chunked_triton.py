@@ -102,12 +102,8 @@ class ChunkedTritonFn(torch.autograd.Function):
         bd_split, bm_full = blocks["dq"]
         common = dict(BLOCK_C=chunk, DOT_PREC=prec, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
         grid_d = (-(-d // bd_split), bh)
-        kern.chunked_dq_kernel[grid_d](
-            q, k, v, out, g, rden, dq, n, d, m, BLOCK_D=bd_split, BLOCK_M=bm_full, **common
-        )
-        kern.chunked_dk_kernel[grid_d](
-            q, k, v, out, g, rden, dk, n, d, m, BLOCK_D=bd_split, BLOCK_M=bm_full, **common
-        )
+        kern.chunked_dq_kernel[grid_d](q, k, v, out, g, rden, dq, n, d, m, BLOCK_D=bd_split, BLOCK_M=bm_full, **common)
+        kern.chunked_dk_kernel[grid_d](q, k, v, out, g, rden, dk, n, d, m, BLOCK_D=bd_split, BLOCK_M=bm_full, **common)
         bd_full, bm_split = blocks["dv"]
         kern.chunked_dv_kernel[(-(-m // bm_split), bh)](
             q, k, g, rden, dv, n, d, m, BLOCK_D=bd_full, BLOCK_M=bm_split, **common
@@ -140,7 +136,11 @@ def chunked_triton_attention(
 
 
 def _available(device: str) -> str | None:
-    if importlib.util.find_spec("triton") is None:
+    try:
+        found = importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["triton"] is None (import blocked)
+        found = False
+    if not found:
         return "triton is not installed (pip install triton)"
     if device == "cuda" and not torch.cuda.is_available():
         return "no CUDA device (Triton kernels are compiled for CUDA)"
