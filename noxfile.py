@@ -15,6 +15,9 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH_SPEC = os.environ.get("ATTNBENCH_TORCH_SPEC", "torch==2.13.0")
+# Triton for the interpreter tests and the ahead-of-time compile check on a CPU machine. A CUDA
+# build of torch brings the Triton it was built with, so the gpu session does not install this.
+TRITON_SPEC = "triton==3.9.0"
 PY = "3.11"
 
 
@@ -27,6 +30,7 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 def tests(session: nox.Session) -> None:
     """The CPU test suite (GPU tests skip themselves without CUDA)."""
     _install(session)
+    session.install(TRITON_SPEC)
     session.run("pytest", "-q", *session.posargs)
 
 
