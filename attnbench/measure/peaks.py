@@ -4,8 +4,9 @@
   from 512 until one call takes ``min_call_s`` (at most 2048), with the run's thread count. On
   CUDA n = 8192 (4096 for float64), timed with CUDA events, under torch's current matmul
   precision settings (recorded: TF32 is off by default).
-- Bytes/s: ``dst.copy_(src)`` of a buffer larger than the caches (64 MiB on the CPU, 1 GiB on
-  CUDA), counted as read + write (2 x its size), best of several calls.
+- Bytes/s: ``dst.copy_(src)`` of a buffer larger than the caches (on the CPU 64 MiB or 4x the
+  last-level cache, whichever is larger; 1 GiB on CUDA), counted as read + write (2 x its
+  size), best of several calls.
 
 The CPU calibration takes well under 2 s (``budget_s`` per measurement). Result::
 
@@ -31,6 +32,20 @@ def _best_s(fn: Callable[[], object], budget_s: float, min_reps: int, timer: Cal
         best = min(best, timer(fn))
         reps += 1
     return best
+
+
+def _llc_bytes() -> int:
+    """The CPU's last-level cache size (from sysfs), 0 if unknown."""
+    from pathlib import Path
+
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = f.read_text().strip().upper()
+            sizes.append(int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]] if text[-1] in "KM" else int(text))
+        except (OSError, ValueError):
+            continue
+    return max(sizes, default=0)
 
 
 def _host_timer(fn: Callable[[], object]) -> float:
@@ -86,7 +101,7 @@ def calibrate(
         flops[name] = 2.0 * n**3 / best
         method[f"flops_{name}"] = f"matmul {n}x{n}x{n}, best of calls over {budget_s:g} s"
         del a, b
-    nbytes = (2**30 if cuda else 64 * 2**20)
+    nbytes = 2**30 if cuda else max(64 * 2**20, 4 * _llc_bytes())
     if cuda:
         nbytes = min(nbytes, torch.cuda.mem_get_info()[0] // 4)
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
