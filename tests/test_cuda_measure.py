@@ -69,7 +69,7 @@ def test_flush_precedes_every_sample_and_is_not_timed(fake_cuda):
     assert res.extra["l2_flush_mib"] == 50.0 and res.extra["cuda_graph"] is False
     assert res.extra["host_overhead_ms"] >= 0
     timed = [e for e in fc.log if e not in ("new-start", "new-end")]
-    timed = timed[timed.index("flush"):]
+    timed = timed[timed.index("flush") :]
     # each sample: flush, sync (flush done), start event, the call, end event, wait for it
     assert timed == ["flush", "sync", "record-start", "fn", "record-end", "event-sync"] * 5
     assert len(calls) == res.warmup_calls + 5
@@ -84,7 +84,9 @@ def test_noisy_samples_stop_at_the_cap_and_say_so(fake_cuda):
 
 def test_without_flush_samples_are_blocks(fake_cuda):
     fc = fake_cuda([4.0])
-    res = cuda_timer.time_cuda(lambda: None, TimerConfig(warmup_s=0.0, block_min_s=1.0, max_time_s=0.05), flush_l2=False)
+    res = cuda_timer.time_cuda(
+        lambda: None, TimerConfig(warmup_s=0.0, block_min_s=1.0, max_time_s=0.05), flush_l2=False
+    )
     assert res.calls_per_sample > 1 and "flush" not in fc.log
     assert res.samples_ms[0] == 4.0 / res.calls_per_sample  # per-call device time
     assert res.extra["l2_flush_mib"] == 0.0
@@ -150,8 +152,18 @@ def test_measure_point_on_cuda_with_real_nvml():
 
     idx, uuid = telemetry.cuda_identity()
     point = {
-        "impl": "sdpa", "pass": "fwdbwd", "causal": True, "dtype": "float32", "B": 1, "H": 4, "N": 1024,
-        "D": 64, "M": 64, "seed": 0, "device": "cuda", "params": {},
+        "impl": "sdpa",
+        "pass": "fwdbwd",
+        "causal": True,
+        "dtype": "float32",
+        "B": 1,
+        "H": 4,
+        "N": 1024,
+        "D": 64,
+        "M": 64,
+        "seed": 0,
+        "device": "cuda",
+        "params": {},
         "point_id": "sdpa/fwdbwd/causal/float32/B1-H4-N1024-D64-M64",
     }
     options = {

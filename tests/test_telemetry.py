@@ -49,7 +49,12 @@ def test_device_info_and_readings(monkeypatch):
 
 
 def test_not_supported_readings_are_none_not_errors(monkeypatch):
-    install(monkeypatch, FakeGpu(not_supported={"nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetEccMode"}))
+    install(
+        monkeypatch,
+        FakeGpu(
+            not_supported={"nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetEccMode"}
+        ),
+    )
     nv, _ = open_nvml()
     h, _ = nv.handle_for_cuda(0, UUID)
     assert nv.device_info(h)["ecc_enabled"] is None

@@ -13,8 +13,12 @@ from attnbench.commands._common import split_list, user_errors
 @user_errors
 def env_cmd(
     device: Annotated[str, typer.Option(help="auto (CUDA if visible, else CPU), cpu or cuda.")] = "auto",
-    dtype: Annotated[list[str] | None, typer.Option(help="Dtypes to calibrate matmul peaks for (default float32).")] = None,
-    calibrate: Annotated[bool, typer.Option(help="Measure peak FLOP/s and copy bandwidth (about 1 s on a CPU).")] = True,
+    dtype: Annotated[
+        list[str] | None, typer.Option(help="Dtypes to calibrate matmul peaks for (default float32).")
+    ] = None,
+    calibrate: Annotated[
+        bool, typer.Option(help="Measure peak FLOP/s and copy bandwidth (about 1 s on a CPU).")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show the machine and software fingerprint, NVML telemetry availability, and peak rates."""

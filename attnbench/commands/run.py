@@ -128,7 +128,7 @@ def run(
     if timeout is not None:
         timing["timeout_s"] = timeout
     nthreads = threads or os.cpu_count() or 1
-    old = {}
+    old: dict[str, Any] = {}
     if resume is not None and (run_dir / results.METADATA).exists():
         old = results.read_metadata(run_dir)
     facts = _device_facts(meta["device"], points, nthreads, old)
@@ -182,7 +182,9 @@ def run(
             raise typer.Exit(1)
 
 
-def _device_facts(device: str, points: list[dict[str, Any]], threads: int | None, old: dict[str, Any]) -> dict[str, Any]:
+def _device_facts(
+    device: str, points: list[dict[str, Any]], threads: int | None, old: dict[str, Any]
+) -> dict[str, Any]:
     """Peaks and NVML state for the run: measured in a worker at the start, reused on --resume
     (so every row of a run is judged against the same peaks)."""
     if old.get("peaks") is not None and "telemetry" in old:

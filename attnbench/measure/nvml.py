@@ -8,6 +8,7 @@ error. attnbench only reads NVML; it never changes clocks, power limits or persi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -71,10 +72,8 @@ class Nvml:
         self.unsupported: set[str] = set()  # readings this device refused (NotSupported, ...)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.nv.nvmlShutdown()
-        except Exception:
-            pass
 
     def _try(self, name: str, fn: Any, *args: Any) -> Any:
         """Call ``fn(*args)``; None (and ``name`` noted as unsupported) on any NVML error."""

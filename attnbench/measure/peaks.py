@@ -23,7 +23,9 @@ from typing import Any
 from attnbench.measure.roofline import ELEMENT_BYTES
 
 
-def _best_s(fn: Callable[[], object], budget_s: float, min_reps: int, timer: Callable[[Callable[[], object]], float]) -> float:
+def _best_s(
+    fn: Callable[[], object], budget_s: float, min_reps: int, timer: Callable[[Callable[[], object]], float]
+) -> float:
     """Fastest of at least ``min_reps`` timed calls, repeating until ``budget_s`` is spent."""
     best = float("inf")
     start = time.perf_counter()

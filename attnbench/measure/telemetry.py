@@ -162,7 +162,11 @@ def probe(device: str, index: int = 0, uuid: str | None = None) -> dict[str, Any
         return {"available": False, "reason": f"no NVML handle for CUDA device {index}: {type(exc).__name__}: {exc}"}
     nvml.close()
     if device != "cuda":
-        return {"available": False, "reason": f"not sampled on {device} runs (NVML sees {info['name']})", "device": info}
+        return {
+            "available": False,
+            "reason": f"not sampled on {device} runs (NVML sees {info['name']})",
+            "device": info,
+        }
     return {"available": True, "device": info, "mapped_by": how, "unsupported": sorted(nvml.unsupported)}
 
 

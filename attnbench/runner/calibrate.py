@@ -39,7 +39,9 @@ def _main(device: str, dtypes: list[str], threads: int | None, conn: Any) -> Non
     conn.close()
 
 
-def device_facts_in_worker(device: str, dtypes: list[str], threads: int | None, timeout_s: float = 120.0) -> dict[str, Any]:
+def device_facts_in_worker(
+    device: str, dtypes: list[str], threads: int | None, timeout_s: float = 120.0
+) -> dict[str, Any]:
     """:func:`device_facts` in a fresh worker process; an error dict if it crashes or hangs."""
     from attnbench.runner.sweep import _context
 
