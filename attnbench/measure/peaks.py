@@ -1,8 +1,8 @@
 """Peak rates measured on the machine, once per run, for the roofline columns.
 
 - FLOP/s per dtype: a square matmul (2*n^3 FLOPs), best of several calls. On the CPU n grows
-  from 512 until one call takes ``min_call_s`` (at most 2048), with the run's thread count. On
-  CUDA n = 8192 (4096 for float64), timed with CUDA events, under torch's current matmul
+  from 1024 (512 for 16-bit dtypes) until the best of three calls takes ``min_call_s`` (at most
+  4096), with the run's thread count. On CUDA n = 8192 (4096 for float64), timed with CUDA events, under torch's current matmul
   precision settings (recorded: TF32 is off by default).
 - Bytes/s: ``dst.copy_(src)`` of a buffer larger than the caches (on the CPU 64 MiB or 4x the
   last-level cache, whichever is larger; 1 GiB on CUDA), counted as read + write (2 x its
@@ -87,11 +87,12 @@ def calibrate(
         if cuda:
             n = 4096 if name == "float64" else 8192
         else:
-            n = 512
-            while n < 2048:
+            n = 512 if ELEMENT_BYTES[name] == 2 else 1024  # half-precision matmul is slow on many CPUs
+            while n < 4096:
                 a = torch.randn(n, n).to(dt)
                 a @ a  # the first call pays for thread-pool start-up: not a size signal
-                if _host_timer(lambda a=a: a @ a) >= min_call_s:
+                # best of 3: one call delayed by another process must not stop the growth early
+                if min(_host_timer(lambda a=a: a @ a) for _ in range(3)) >= min_call_s:
                     break
                 n *= 2
         a = torch.randn(n, n, device=device).to(dt)
