@@ -2,8 +2,8 @@
 
 - FLOP/s per dtype: a square matmul (2*n^3 FLOPs), best of several calls. On the CPU n grows
   from 1024 (512 for 16-bit dtypes) until the best of three calls takes ``min_call_s`` (at most
-  4096), with the run's thread count. On CUDA n = 8192 (4096 for float64), timed with CUDA events, under torch's current matmul
-  precision settings (recorded: TF32 is off by default).
+  4096), with the run's thread count. On CUDA n = 8192 (4096 for float64), timed with CUDA
+  events, under torch's current matmul precision settings (recorded: TF32 is off by default).
 - Bytes/s: ``dst.copy_(src)`` of a buffer larger than the caches (on the CPU 64 MiB or 4x the
   last-level cache, whichever is larger; 1 GiB on CUDA), counted as read + write (2 x its
   size), best of several calls.
