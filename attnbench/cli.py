@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from attnbench.commands.env import env_cmd
 from attnbench.commands.list_ import list_cmd
 from attnbench.commands.run import run
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("list")(list_cmd)
+app.command("env")(env_cmd)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ SAMPLES = "samples.parquet"
 METADATA = "metadata.json"
 PLAN = "plan.json"
 
-# column -> (unit, meaning). Extra columns from telemetry/roofline are documented beside them.
+# column -> (unit, meaning).
 COLUMNS: dict[str, tuple[str, str]] = {
     "point_id": ("", "stable identity of the point: impl/pass/mode/dtype/shape[-params][-seed]"),
     "impl": ("", "implementation name"),
@@ -69,6 +69,31 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "correct": ("bool", "every checked tensor finite, non-constant and within tolerance"),
     "correctness_error": ("", "what failed the check"),
     "wall_s": ("s", "wall time the point took, worker start to result"),
+    # CUDA timer (attnbench.measure.cuda_timer) and memory (attnbench.measure.cuda_memory)
+    "host_overhead_ms": ("ms", "CUDA: median per-call host wall time minus device (event) time"),
+    "l2_flush_mib": ("MiB", "CUDA: L2 flush buffer written before each sample (the device's L2 size; 0 = no flush)"),
+    "cuda_graph": ("bool", "CUDA: timed as CUDA-graph replays"),
+    "peak_reserved_mib": ("MiB", "CUDA: allocator pool at its largest during the call (max_memory_reserved)"),
+    "nvml_process_mib": ("MiB", "CUDA: device memory NVML attributes to the worker process after the call"),
+    # NVML telemetry while the point was timed (attnbench.measure.telemetry); None without NVML
+    "power_w_mean": ("W", "mean board power over the timing window"),
+    "energy_j_per_call": ("J", "energy counter increase over the window / calls made in it (warm-up included)"),
+    "sm_clock_mhz_min": ("MHz", "lowest SM clock sampled"),
+    "sm_clock_mhz_mean": ("MHz", "mean SM clock sampled"),
+    "temp_c_max": ("C", "highest GPU temperature sampled"),
+    "gpu_util_pct_mean": ("%", "mean GPU utilisation sampled"),
+    "throttle_reasons": ("", "clock event reasons seen (comma-separated; gpu_idle etc. included)"),
+    "throttled": ("bool", "a throttling reason (power cap, thermal, sync boost, ...) was seen while timing"),
+    "telemetry_samples": ("", "NVML readings taken while timing (about every 10 ms)"),
+    # roofline (attnbench.measure.roofline), against the run's calibrated peaks (metadata "peaks")
+    "model_flops": ("FLOP", "modelled FLOPs of one call (family, pass, shape, causal)"),
+    "model_bytes": ("B", "modelled minimal bytes read + written by one call"),
+    "arith_intensity": ("FLOP/B", "model_flops / model_bytes"),
+    "tflops": ("TFLOP/s", "model_flops / time_ms_median, 1e12 FLOP/s"),
+    "gbps": ("GB/s", "model_bytes / time_ms_median, 1e9 B/s"),
+    "pct_peak_flops": ("%", "tflops as a percentage of the calibrated matmul rate at this dtype"),
+    "pct_peak_bw": ("%", "gbps as a percentage of the calibrated copy bandwidth"),
+    "bound": ("", "compute or memory: arith_intensity against the ridge point peak_flops / peak_bw"),
 }
 
 

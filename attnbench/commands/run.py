@@ -100,6 +100,8 @@ def run(
     report: Annotated[bool, typer.Option(help="Write the Markdown and HTML report when done.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any point errored, crashed or failed correctness.")] = False,
+    cuda_graph: Annotated[bool, typer.Option(help="CUDA: time CUDA-graph replays (hides launch overhead).")] = False,
+    l2_flush: Annotated[bool, typer.Option(help="CUDA: flush L2 before each sample (cold samples).")] = True,
 ) -> None:
     """Run a benchmark suite: every point in its own worker, journaled as it finishes."""
     import os
@@ -130,15 +132,20 @@ def run(
     if timeout is not None:
         timing["timeout_s"] = timeout
     nthreads = threads or os.cpu_count() or 1
+    old: dict[str, Any] = {}
+    if resume is not None and (run_dir / results.METADATA).exists():
+        old = results.read_metadata(run_dir)
+    facts = _device_facts(meta["device"], points, nthreads, old)
+    cuda_timer = old.get("cuda_timer") or {"graph": cuda_graph, "flush_l2": l2_flush}
     options = {
         "threads": nthreads,
         "timing": timing,
         "tolerance": meta.get("tolerance", {}),
         "ref_cache_dir": str(run_dir / ".refcache"),
+        "cuda_timer": cuda_timer,
+        "telemetry": facts["telemetry_config"],
+        "peaks": facts["peaks"],
     }
-    old = {}
-    if resume is not None and (run_dir / results.METADATA).exists():
-        old = results.read_metadata(run_dir)
     results.write_metadata(
         run_dir,
         {
@@ -149,6 +156,10 @@ def run(
             "resumed": [*old.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")] if resume else [],
             "finished": None,
             "threads": nthreads,
+            "peaks": facts["peaks"],
+            "telemetry": facts["telemetry"],
+            "telemetry_config": facts["telemetry_config"],
+            "cuda_timer": cuda_timer,
         },
     )
     interrupted = _sweep(run_dir, todo, options, len(points), len(done), run_points)
@@ -173,6 +184,19 @@ def run(
         bad = df[(df["status"].isin(["error", "crashed", "timeout"])) | (df["correct"] == False)]  # noqa: E712
         if len(bad):
             raise typer.Exit(1)
+
+
+def _device_facts(
+    device: str, points: list[dict[str, Any]], threads: int | None, old: dict[str, Any]
+) -> dict[str, Any]:
+    """Peaks and NVML state for the run: measured in a worker at the start, reused on --resume
+    (so every row of a run is judged against the same peaks)."""
+    if old.get("peaks") is not None and "telemetry" in old:
+        return {"peaks": old["peaks"], "telemetry": old["telemetry"], "telemetry_config": old.get("telemetry_config")}
+    from attnbench.runner.calibrate import device_facts_in_worker
+
+    dtypes = sorted({p["dtype"] for p in points if not p.get("skip")})
+    return device_facts_in_worker(device, dtypes, threads)
 
 
 def _write_report(run_dir: Path) -> None:

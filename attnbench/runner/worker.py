@@ -19,7 +19,9 @@ from attnbench.impls import registry
 from attnbench.measure import correctness
 from attnbench.measure.inputs import make_inputs, make_pass
 from attnbench.measure.memory import MIB, cpu_peak_mib
+from attnbench.measure.roofline import roofline_columns
 from attnbench.measure.stats import summarize
+from attnbench.measure.telemetry import PointTelemetry
 from attnbench.measure.timer import TimerConfig, TimingResult, time_cpu
 
 
@@ -70,7 +72,8 @@ def _peak(device: str, fn: Any) -> tuple[dict[str, Any], Any]:
 def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """Measure ``point``; return {"row": flat columns, "samples": per-call ms}.
 
-    ``options``: threads, timing (TimerConfig fields), ref_cache_dir, tolerance (per dtype).
+    ``options``: threads, timing (TimerConfig fields), ref_cache_dir, tolerance (per dtype),
+    cuda_timer (time_cuda keywords), telemetry (PointTelemetry config or None), peaks (calibration).
     Order: time the pass; measure its peak memory (for fwdbwd, around the correctness run,
     which is one fwd+bwd call on the same inputs); check against the float64 reference.
     """
@@ -99,9 +102,12 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
         inp = make_inputs(point, device)
         row["input_mib"] = inp.nbytes() / MIB
         fn = make_pass(spec.fn, inp, point, params)
-        timing = _time(device, fn, tcfg, options)
+        with PointTelemetry(options.get("telemetry")) as tele:  # NVML sampler thread; no-op when off
+            timing = _time(device, fn, tcfg, options)
         samples = timing.samples_ms
         stats = summarize(samples)
+        row.update(tele.columns(timing.warmup_calls + stats.n * timing.calls_per_sample))
+        row.update(roofline_columns(point, spec.family, stats.median, options.get("peaks")))
         row.update(stats.as_dict("time_ms"))
         row.update(
             n_samples=stats.n,
