@@ -65,6 +65,12 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _str(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+        return None
+    return str(v)
+
+
 def _bool(v: Any) -> bool | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -90,9 +96,9 @@ def side_from_run(run_dir: Path, label: str | None = None) -> Side:
             samples=by_point.get(pid),
             median=_num(row.get("time_ms_median")),
             peak_mib=_num(row.get("peak_mib")),
-            impl=str(row.get("impl") or pid.split("/")[0]),
-            dtype=row.get("dtype") or None,
-            error=row.get("error") or row.get("correctness_error") or None,
+            impl=_str(row.get("impl")) or pid.split("/")[0],
+            dtype=_str(row.get("dtype")),
+            error=_str(row.get("error")) or _str(row.get("correctness_error")),
         )
     return Side(label or str(run_dir), points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads"))
 
