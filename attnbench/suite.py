@@ -55,7 +55,9 @@ TIMING_KEYS = {
     "target_rel_noise": float,
     "block_min_s": float,
     "timeout_s": float,
+    "clock": str,  # CPU timer: "wall" (perf_counter, default) or "process" (CPU time of the worker)
 }
+CLOCKS = ("wall", "process")
 LIMIT_KEYS = ("max_N", "max_tokens")
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -176,6 +178,10 @@ def parse_suite(text: str, path: str) -> Suite:
     for key, val in timing.items():
         if key not in TIMING_KEYS:
             raise UserError(f"{where} [timing]: unknown key {key!r}; expected one of {', '.join(TIMING_KEYS)}")
+        if key == "clock":
+            if val not in CLOCKS:
+                raise _fail(f"{where} [timing]", key, val, f"one of {', '.join(CLOCKS)}")
+            continue
         if isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0:
             raise _fail(f"{where} [timing]", key, val, "a positive number")
     tolerance = doc.get("tolerance", {})

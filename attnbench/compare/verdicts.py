@@ -122,12 +122,14 @@ def _pct(r: float) -> str:
     return f"{(r - 1) * 100:+.1f}%"
 
 
-def _latency(pv: PointVerdict, b: list[float], c: list[float], shift: float, cfg: GateConfig) -> tuple[Verdict, str]:
+def _latency(
+    pv: PointVerdict, b: list[float], c: list[float], shift: float, fast_shift: float, cfg: GateConfig
+) -> tuple[Verdict, str]:
     """Latency verdict of a tested point (p, q, ci, fast_ratio already filled in)."""
     checks = cfg.for_field("latency")
     if not checks:
         return Verdict.UNCHANGED, ""
-    base_eff, base_fast = pv.base_ms * shift, min(b) * shift  # type: ignore[operator]
+    base_eff, base_fast = pv.base_ms * shift, min(b) * fast_shift  # type: ignore[operator]
     cur_fast = min(c)
     sig = pv.q is not None and pv.q <= cfg.alpha
     lo, hi = pv.ci_low, pv.ci_high
@@ -199,13 +201,15 @@ def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
             pv.ratio = pv.cur_ms / pv.base_ms
         pending.setdefault(pid, (Verdict.UNCHANGED, ""))  # the latency verdict of an untested point
     shift = stats.robust_shift([pv.ratio for pv, _, _ in tested if pv.ratio]) if cfg.normalize else 1.0
+    # the fastest samples drift less than the medians under load: they get their own shift
+    fast_shift = stats.robust_shift([min(c.samples) / min(b.samples) for _, b, c in tested]) if cfg.normalize else 1.0  # type: ignore[arg-type]
     for pv, b, c in tested:
         bs = [x * shift for x in b.samples]  # type: ignore[union-attr]
         pv.p = stats.mann_whitney_p(bs, c.samples)  # type: ignore[arg-type]
         lo, hi = stats.bootstrap_ratio_ci(bs, c.samples, cfg.confidence)  # type: ignore[arg-type]
         pv.ci_low, pv.ci_high = lo, hi
         pv.ratio = pv.cur_ms / (pv.base_ms * shift)  # type: ignore[operator]
-        pv.fast_ratio = min(c.samples) / (min(b.samples) * shift)  # type: ignore[union-attr, arg-type]
+        pv.fast_ratio = min(c.samples) / (min(b.samples) * fast_shift)  # type: ignore[union-attr, arg-type]
     for (pv, _, _), q in zip(tested, stats.benjamini_hochberg([pv.p for pv, _, _ in tested])):  # type: ignore[misc]
         pv.q = q
     tested_ids = {pv.point_id: (b, c) for pv, b, c in tested}
@@ -215,7 +219,7 @@ def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
         b, c = base.points[pv.point_id], cur.points[pv.point_id]
         lat = pending[pv.point_id]
         if pv.point_id in tested_ids:
-            lat = _latency(pv, b.samples, c.samples, shift, cfg)  # type: ignore[arg-type]
+            lat = _latency(pv, b.samples, c.samples, shift, fast_shift, cfg)  # type: ignore[arg-type]
         mem = _memory(b, c, cfg)
         pv.verdict, pv.reason = _combine(lat, mem)
     notes = []
