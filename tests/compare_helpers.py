@@ -19,7 +19,9 @@ def samples(median: float, n: int = 30, noise: float = 0.03, seed: int = 0) -> l
     return list(median * np.exp(rng.normal(0.0, noise, n)))
 
 
-def point(pid: str, xs: list[float] | None, status: str = "ok", correct: bool | None = True, mib: float | None = 10.0) -> PointData:
+def point(
+    pid: str, xs: list[float] | None, status: str = "ok", correct: bool | None = True, mib: float | None = 10.0
+) -> PointData:
     return PointData(pid, status, correct, xs, float(np.median(xs)) if xs else None, mib, pid.split("/")[0], "float32")
 
 
@@ -27,7 +29,9 @@ def side(points: list[PointData], env: dict[str, Any] | None = None, label: str 
     return Side(label, {p.point_id: p for p in points}, dict(env or ENV), {}, 1)
 
 
-def write_run(run_dir: Path, rows: list[dict[str, Any]], env: dict[str, Any] | None = None, suite_source: str = "") -> Path:
+def write_run(
+    run_dir: Path, rows: list[dict[str, Any]], env: dict[str, Any] | None = None, suite_source: str = ""
+) -> Path:
     """A run directory as `attnbench run` writes it; rows carry point_id, status and optional
     samples, correct, peak_mib, dtype."""
     run_dir.mkdir(parents=True, exist_ok=True)

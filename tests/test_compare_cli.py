@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from compare_helpers import ENV, samples, write_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,12 +19,18 @@ def attnbench(*args: str, cwd: Path | None = None, **env_extra: str) -> subproce
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def _rows(factor0: float = 1.0, seed: int = 0, correct0: bool = True) -> list[dict]:
     return [
-        {"point_id": p, "samples": samples((1 + i) * (factor0 if i == 0 else 1.0), 30, 0.03, seed + i), "correct": correct0 if i == 0 else True}
+        {
+            "point_id": p,
+            "samples": samples((1 + i) * (factor0 if i == 0 else 1.0), 30, 0.03, seed + i),
+            "correct": correct0 if i == 0 else True,
+        }
         for i, p in enumerate(PIDS)
     ]
 
@@ -40,7 +45,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "wrong": write_run(d / "wrong", _rows(seed=50, correct0=False)),
         "few": write_run(d / "few", [{"point_id": p, "samples": [1.0 + i] * 3} for i, p in enumerate(PIDS)]),
         "torch": write_run(d / "torch", _rows(seed=50), env={**ENV, "torch": "2.4.0"}),
-        "strict": write_run(d / "strict", _rows(1.15, seed=50), suite_source='[params]\nimpl="x"\nN=1\n[gate]\nthresholds=["latency:25%"]\n'),
+        "strict": write_run(
+            d / "strict",
+            _rows(1.15, seed=50),
+            suite_source='[params]\nimpl="x"\nN=1\n[gate]\nthresholds=["latency:25%"]\n',
+        ),
     }
 
 
@@ -112,10 +121,16 @@ def test_baselines_save_list_compare_and_refuse_unknown_formats(runs, tmp_path):
     assert attnbench("baseline", "save", "main", str(runs["base"]), ATTNBENCH_BASELINE_DIR=str(store)).returncode == 2
     listed = attnbench("baseline", "list", "--json", ATTNBENCH_BASELINE_DIR=str(store))
     assert [b["name"] for b in json.loads(listed.stdout)["baselines"]] == ["main"]
-    assert attnbench("compare", "--baseline", "main", str(runs["same"]), ATTNBENCH_BASELINE_DIR=str(store)).returncode == 0
-    assert attnbench("compare", "--baseline", "main", str(runs["slow"]), ATTNBENCH_BASELINE_DIR=str(store)).returncode == 1
+    assert (
+        attnbench("compare", "--baseline", "main", str(runs["same"]), ATTNBENCH_BASELINE_DIR=str(store)).returncode == 0
+    )
+    assert (
+        attnbench("compare", "--baseline", "main", str(runs["slow"]), ATTNBENCH_BASELINE_DIR=str(store)).returncode == 1
+    )
     missing = attnbench("compare", "--baseline", "nope", str(runs["same"]), ATTNBENCH_BASELINE_DIR=str(store))
-    assert missing.returncode == 2 and "baseline 'nope': not found" in missing.stderr and "saved: main" in missing.stderr
+    assert (
+        missing.returncode == 2 and "baseline 'nope': not found" in missing.stderr and "saved: main" in missing.stderr
+    )
     manifest["format_version"] = 99
     (store / "main" / "baseline.json").write_text(json.dumps(manifest))
     res = attnbench("compare", "--baseline", "main", str(runs["same"]), ATTNBENCH_BASELINE_DIR=str(store))

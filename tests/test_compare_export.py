@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from compare_helpers import samples, write_run
 from pytest_benchmark.stats import Stats
+from test_compare_cli import PIDS, _rows, attnbench
 
 from attnbench.compare.export import pb_stats, to_pytest_benchmark
 from attnbench.compare.io import load_side, side_from_run
-from compare_helpers import samples, write_run
-from test_compare_cli import PIDS, _rows, attnbench
 
 PB_CLI = Path(__file__).resolve().parents[1]  # the venv's pytest-benchmark script is beside python
 
@@ -35,7 +35,10 @@ def test_export_round_trip(tmp_path):
     run = write_run(tmp_path / "run", rows)
     doc = to_pytest_benchmark(run)
     assert doc["version"].startswith("5.") and {"machine_info", "commit_info", "benchmarks", "datetime"} <= set(doc)
-    assert len(doc["benchmarks"]) == len(PIDS) and doc["attnbench"]["not_ok"]["impl9/fwd/causal/float32/N9"]["status"] == "error"
+    assert (
+        len(doc["benchmarks"]) == len(PIDS)
+        and doc["attnbench"]["not_ok"]["impl9/fwd/causal/float32/N9"]["status"] == "error"
+    )
     path = tmp_path / "pb.json"
     path.write_text(json.dumps(doc))
     a, b = side_from_run(run), load_side(path)
@@ -55,7 +58,12 @@ def test_cli_export_then_pytest_benchmark_compare_and_attnbench_compare(tmp_path
         res = attnbench("export", "--format", "pytest-benchmark", str(run), "-o", str(tmp_path / f"{name}.json"))
         assert res.returncode == 0, res.stderr
     pb = shutil.which("pytest-benchmark") or str(Path(__import__("sys").executable).parent / "pytest-benchmark")
-    res = subprocess.run([pb, "compare", str(tmp_path / "base.json"), str(tmp_path / "slow.json")], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [pb, "compare", str(tmp_path / "base.json"), str(tmp_path / "slow.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert "impl0/fwd/causal/float32/N0" in res.stdout and "Legend" in res.stdout
     # both sides as pytest-benchmark files, and mixed

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import scipy.stats
+from compare_helpers import ENV, point, samples, side
 
 from attnbench.compare import stats
 from attnbench.compare.checks import GateConfig, make_config, parse_check, validate_gate_table
 from attnbench.compare.io import mismatch_reason
 from attnbench.compare.verdicts import Verdict, compare
 from attnbench.errors import UserError
-from compare_helpers import ENV, point, samples, side
 
 # ---- statistics ---------------------------------------------------------------------------
 
@@ -126,7 +125,13 @@ PIDS = [f"impl{i % 3}/fwd/causal/float32/N{i}" for i in range(9)]
 
 def _pair(factors: dict[str, float], noise: float = 0.03, n: int = 30, drift: float = 1.0, **cur_over):
     base = side([point(p, samples(1.0 + i, n, noise, seed=i)) for i, p in enumerate(PIDS)], label="base")
-    cur = side([point(p, samples((1.0 + i) * drift * factors.get(p, 1.0), n, noise, seed=100 + i)) for i, p in enumerate(PIDS)], label="cur")
+    cur = side(
+        [
+            point(p, samples((1.0 + i) * drift * factors.get(p, 1.0), n, noise, seed=100 + i))
+            for i, p in enumerate(PIDS)
+        ],
+        label="cur",
+    )
     return base, cur
 
 

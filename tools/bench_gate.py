@@ -41,13 +41,16 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def attnbench(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=_env(extra_env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=_env(extra_env or {})
+    )
 
 
 def run(out: Path, threads: int, extra_env: dict[str, str] | None = None) -> Path:
     t0 = time.time()
     res = attnbench(
-        ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads)], extra_env
+        ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads)],
+        extra_env,
     )
     if res.returncode != 0:
         sys.exit(f"run {out} failed ({res.returncode}): {res.stderr[-2000:]}")
@@ -84,7 +87,10 @@ def main() -> None:
     a += [run(args.out / f"A{i}", args.threads) for i in range(2, 2 * args.pairs)]
 
     report: dict[str, Any] = {"threads": args.threads, "aa": []}
-    lines = ["| comparison | points | regressed | inconclusive | improved | run-wide shift |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| comparison | points | regressed | inconclusive | improved | run-wide shift |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for i in range(args.pairs):
         doc = compare(a[2 * i], a[2 * i + 1])
         c = doc["counts"]

@@ -49,4 +49,6 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
             continue
         env = b.get("env") or {}
         where = env.get("gpu") or env.get("cpu_model") or "?"
-        print(f"{b['name']}: suite {b.get('suite')}, {env.get('device')} ({where}), torch {env.get('torch')}, saved {b.get('saved')}")
+        print(
+            f"{b['name']}: suite {b.get('suite')}, {env.get('device')} ({where}), torch {env.get('torch')}, saved {b.get('saved')}"
+        )

@@ -26,22 +26,41 @@ def _suite_gate(*sides: Any) -> dict[str, Any]:
 def compare(
     runs: Annotated[
         list[str],
-        typer.Argument(help="BASELINE CURRENT (run directories, results.parquet or pytest-benchmark .json), or CURRENT with --baseline."),
+        typer.Argument(
+            help="BASELINE CURRENT (run directories, results.parquet or pytest-benchmark .json), or CURRENT with --baseline."
+        ),
     ],
-    baseline: Annotated[str | None, typer.Option(help="Compare against this saved baseline (see `attnbench baseline list`).")] = None,
-    threshold: Annotated[
-        list[str] | None, typer.Option("--threshold", "-t", help="FIELD:VALUE, e.g. latency:10%, memory:2%, memory:1MiB (repeatable).")
+    baseline: Annotated[
+        str | None, typer.Option(help="Compare against this saved baseline (see `attnbench baseline list`).")
     ] = None,
-    alpha: Annotated[float | None, typer.Option(help="False discovery rate across points (Benjamini-Hochberg). Default 0.01.")] = None,
-    confidence: Annotated[float | None, typer.Option(help="Level of the bootstrap interval on the ratio of medians. Default 0.99.")] = None,
-    min_samples: Annotated[int | None, typer.Option(help="Fewer timing samples than this on either side: inconclusive. Default 10.")] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option("--threshold", "-t", help="FIELD:VALUE, e.g. latency:10%, memory:2%, memory:1MiB (repeatable)."),
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="False discovery rate across points (Benjamini-Hochberg). Default 0.01.")
+    ] = None,
+    confidence: Annotated[
+        float | None, typer.Option(help="Level of the bootstrap interval on the ratio of medians. Default 0.99.")
+    ] = None,
+    min_samples: Annotated[
+        int | None, typer.Option(help="Fewer timing samples than this on either side: inconclusive. Default 10.")
+    ] = None,
     normalize: Annotated[
         bool | None, typer.Option("--normalize/--no-normalize", help="Divide out the run-wide shift (default: on).")
     ] = None,
-    allow_mismatch: Annotated[bool, typer.Option(help="Compare runs from different devices, CPUs, GPUs, torch versions or dtypes.")] = False,
-    fail_on_inconclusive: Annotated[bool, typer.Option(help="Exit 3 when a point is inconclusive (and none regressed).")] = False,
-    markdown: Annotated[Path | None, typer.Option(help="Append a Markdown verdict table to FILE (e.g. $GITHUB_STEP_SUMMARY).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON on stdout instead of a table.")] = False,
+    allow_mismatch: Annotated[
+        bool, typer.Option(help="Compare runs from different devices, CPUs, GPUs, torch versions or dtypes.")
+    ] = False,
+    fail_on_inconclusive: Annotated[
+        bool, typer.Option(help="Exit 3 when a point is inconclusive (and none regressed).")
+    ] = False,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Append a Markdown verdict table to FILE (e.g. $GITHUB_STEP_SUMMARY).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdicts as JSON on stdout instead of a table.")
+    ] = False,
     all_points: Annotated[bool, typer.Option("--all", help="Show unchanged points too.")] = False,
 ) -> None:
     """Compare CURRENT against BASELINE: improved, unchanged, regressed, inconclusive, failures, new, missing.

@@ -16,7 +16,9 @@ FORMATS = ("pytest-benchmark",)
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `attnbench run`.")],
-    format_: Annotated[str, typer.Option("--format", "-f", help="Output format: pytest-benchmark.")] = "pytest-benchmark",
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="Output format: pytest-benchmark.")
+    ] = "pytest-benchmark",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Export RUN_DIR as pytest-benchmark JSON (readable by `pytest-benchmark compare` and `attnbench compare`)."""

@@ -40,7 +40,9 @@ def baselines_dir() -> Path:
 
 def _check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise UserError(f"baseline name {name!r}: expected letters, digits, '.', '_' or '-' (not starting with a symbol)")
+        raise UserError(
+            f"baseline name {name!r}: expected letters, digits, '.', '_' or '-' (not starting with a symbol)"
+        )
     return name
 
 
@@ -66,7 +68,11 @@ def baseline_run_dir(name: str) -> Path:
     """The directory of baseline ``name``, validated, to be read like a run directory."""
     path = baselines_dir() / _check_name(name)
     if not path.is_dir():
-        known = ", ".join(sorted(p.name for p in baselines_dir().glob("*") if p.is_dir())) if baselines_dir().is_dir() else ""
+        known = (
+            ", ".join(sorted(p.name for p in baselines_dir().glob("*") if p.is_dir()))
+            if baselines_dir().is_dir()
+            else ""
+        )
         raise UserError(f"baseline {name!r}: not found in {baselines_dir()}; saved: {known or 'none'}")
     read_manifest(path)
     return path

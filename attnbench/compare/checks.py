@@ -88,7 +88,7 @@ def validate_gate_table(where: str, table: Any) -> dict[str, Any]:
         kind = GATE_KEYS[key]
         if kind is list:
             if not isinstance(val, list) or not val or not all(isinstance(v, str) for v in val):
-                raise UserError(f"{where} [gate]: thresholds = {val!r}: expected a list of strings like \"latency:10%\"")
+                raise UserError(f'{where} [gate]: thresholds = {val!r}: expected a list of strings like "latency:10%"')
             for v in val:
                 parse_check(v)
         elif kind is bool:
@@ -102,7 +102,9 @@ def validate_gate_table(where: str, table: Any) -> dict[str, Any]:
     return dict(table)
 
 
-def make_config(gate: dict[str, Any] | None = None, thresholds: list[str] | None = None, **overrides: Any) -> GateConfig:
+def make_config(
+    gate: dict[str, Any] | None = None, thresholds: list[str] | None = None, **overrides: Any
+) -> GateConfig:
     """A GateConfig from a suite's ``[gate]`` table and command-line values (None = not given).
 
     Command-line thresholds replace the suite's for the fields they name; other fields keep theirs.

@@ -107,8 +107,14 @@ def to_pytest_benchmark(run_dir: Path) -> dict[str, Any]:
                 "params": None,
                 "param": None,
                 "extra_info": extra,
-                "options": {"timer": _clean(row.get("timer")) or "perf_counter", "max_time": None, "min_rounds": None,
-                            "min_time": None, "disable_gc": False, "warmup": bool(row.get("warmup_calls"))},  # fmt: skip
+                "options": {
+                    "timer": _clean(row.get("timer")) or "perf_counter",
+                    "max_time": None,
+                    "min_rounds": None,
+                    "min_time": None,
+                    "disable_gc": False,
+                    "warmup": bool(row.get("warmup_calls")),
+                },  # fmt: skip
                 "stats": pb_stats(data, iterations),
             }
         )

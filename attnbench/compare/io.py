@@ -100,7 +100,9 @@ def side_from_run(run_dir: Path, label: str | None = None) -> Side:
             dtype=_str(row.get("dtype")),
             error=_str(row.get("error")) or _str(row.get("correctness_error")),
         )
-    return Side(label or str(run_dir), points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads"))
+    return Side(
+        label or str(run_dir), points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads")
+    )
 
 
 def side_from_pytest_benchmark(path: Path, label: str | None = None) -> Side:
@@ -129,7 +131,11 @@ def side_from_pytest_benchmark(path: Path, label: str | None = None) -> Side:
             error=extra.get("error"),
         )
     for pid, failed in (doc.get("attnbench") or {}).get("not_ok", {}).items():
-        fields = {k: v for k, v in (failed or {}).items() if k in ("status", "correct", "impl", "dtype", "error") and v is not None}
+        fields = {
+            k: v
+            for k, v in (failed or {}).items()
+            if k in ("status", "correct", "impl", "dtype", "error") and v is not None
+        }
         points.setdefault(pid, PointData(point_id=pid, **fields))
     mi = doc.get("machine_info") or {}
     env = dict(mi.get("attnbench_env") or {})

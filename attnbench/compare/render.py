@@ -97,11 +97,11 @@ def to_json(cmp: Comparison, exit_code: int) -> dict[str, Any]:
 
 
 def print_table(cmp: Comparison, exit_code: int, all_points: bool = False) -> None:
+    import sys
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    import sys
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title=f"{escape(cmp.base_label)} → {escape(cmp.cur_label)}", title_justify="left")
@@ -118,5 +118,7 @@ def print_table(cmp: Comparison, exit_code: int, all_points: bool = False) -> No
         console.print(table)
     for note in cmp.notes:
         console.print(f"note: {escape(note)}")
-    word = {0: "[green]pass[/]", 1: "[bold red]regression[/]", 3: "[yellow]inconclusive[/]"}.get(exit_code, str(exit_code))
+    word = {0: "[green]pass[/]", 1: "[bold red]regression[/]", 3: "[yellow]inconclusive[/]"}.get(
+        exit_code, str(exit_code)
+    )
     console.print(f"{word}: {summary_line(cmp)} (run-wide shift {(cmp.shift - 1) * 100:+.1f}%)")

@@ -98,7 +98,11 @@ def _structural(b: PointData | None, c: PointData | None) -> tuple[Verdict, str]
     """Verdicts decided by presence and status alone; None when both ran fine."""
     if b is None:
         assert c is not None
-        return (Verdict.FAILURE, f"new point fails: {c.error or c.status}") if c.failed else (Verdict.NEW, "not in the baseline")
+        return (
+            (Verdict.FAILURE, f"new point fails: {c.error or c.status}")
+            if c.failed
+            else (Verdict.NEW, "not in the baseline")
+        )
     if c is None:
         return Verdict.MISSING, "not in the current run"
     if c.failed and not b.failed:
