@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import typer
 
+from attnbench.commands.baseline import baseline_app
+from attnbench.commands.compare import compare
 from attnbench.commands.env import env_cmd
+from attnbench.commands.export import export
 from attnbench.commands.list_ import list_cmd
 from attnbench.commands.run import run
 
@@ -19,6 +22,9 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("list")(list_cmd)
 app.command("env")(env_cmd)
+app.command("compare")(compare)
+app.command("export")(export)
+app.add_typer(baseline_app, name="baseline")
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ A suite file::
     max_time_s = 1.0
     [tolerance]                   # per-dtype relative-error tolerance overrides
     float32 = 1e-3
+    [gate]                        # defaults for `attnbench compare` (docs/ci.md)
+    thresholds = ["latency:10%", "memory:5%"]
 
 Every mistake is a UserError naming the file, the key, the value and what was expected.
 No torch here: expansion is cheap and runs in the CLI process.
@@ -44,7 +46,7 @@ PASS_NAMES = ["fwd", "bwd", "fwdbwd"]
 DEVICES = ("cpu", "cuda")
 INT_KEYS = ("B", "H", "N", "D", "M", "seed")
 PARAM_KEYS = ("impl", "pass", "causal", "dtype", *INT_KEYS)
-TOP_KEYS = ("name", "description", "params", "device", "impl_params", "timing", "tolerance")
+TOP_KEYS = ("name", "description", "params", "device", "impl_params", "timing", "tolerance", "gate")
 TIMING_KEYS = {
     "warmup_s": float,
     "min_samples": int,
@@ -53,7 +55,9 @@ TIMING_KEYS = {
     "target_rel_noise": float,
     "block_min_s": float,
     "timeout_s": float,
+    "clock": str,  # CPU timer: "wall" (perf_counter, default) or "process" (CPU time of the worker)
 }
+CLOCKS = ("wall", "process")
 LIMIT_KEYS = ("max_N", "max_tokens")
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -86,6 +90,7 @@ class Suite:
     timing: dict[str, Any]
     tolerance: dict[str, float]
     source: str = field(repr=False, default="")
+    gate: dict[str, Any] = field(default_factory=dict)
 
 
 def _fail(where: str, key: str, value: Any, expected: str) -> UserError:
@@ -175,6 +180,10 @@ def parse_suite(text: str, path: str) -> Suite:
     for key, val in timing.items():
         if key not in TIMING_KEYS:
             raise UserError(f"{where} [timing]: unknown key {key!r}; expected one of {', '.join(TIMING_KEYS)}")
+        if key == "clock":
+            if val not in CLOCKS:
+                raise _fail(f"{where} [timing]", key, val, f"one of {', '.join(CLOCKS)}")
+            continue
         if isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0:
             raise _fail(f"{where} [timing]", key, val, "a positive number")
     tolerance = doc.get("tolerance", {})
@@ -183,6 +192,9 @@ def parse_suite(text: str, path: str) -> Suite:
             raise UserError(f"{where} [tolerance]: unknown dtype {key!r}; expected one of {', '.join(DTYPE_NAMES)}")
         if isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0:
             raise _fail(f"{where} [tolerance]", key, val, "a positive number")
+    from attnbench.compare.checks import validate_gate_table  # no torch, no pandas
+
+    gate = validate_gate_table(where, doc.get("gate", {}))
     name = doc.get("name", Path(path).stem)
     if not isinstance(name, str):
         raise _fail(where, "name", name, "a string")
@@ -197,6 +209,7 @@ def parse_suite(text: str, path: str) -> Suite:
         timing=dict(timing),
         tolerance={k: float(v) for k, v in tolerance.items()},
         source=text,
+        gate=gate,
     )
 
 

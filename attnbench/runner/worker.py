@@ -56,6 +56,12 @@ def _time(device: str, fn: Any, tcfg: TimerConfig, options: dict[str, Any]) -> T
         from attnbench.measure.cuda_timer import time_cuda  # written for the GPU measurement issue
 
         return time_cuda(fn, tcfg, **options.get("cuda_timer", {}))
+    if options.get("timing", {}).get("clock") == "process":
+        # CPU time of this process: other processes on a shared machine do not inflate it
+        # (it sums all threads, so it is the latency only with --threads 1)
+        res = time_cpu(fn, tcfg, clock=time.process_time_ns)
+        res.timer = "cpu-process-time"
+        return res
     return time_cpu(fn, tcfg)
 
 
@@ -96,7 +102,7 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
         return {"row": row, "samples": samples}
 
     params = {**spec.params, **point.get("params", {})}
-    tcfg = TimerConfig(**{k: v for k, v in options.get("timing", {}).items() if k != "timeout_s"})
+    tcfg = TimerConfig(**{k: v for k, v in options.get("timing", {}).items() if k not in ("timeout_s", "clock")})
     got = None
     try:
         inp = make_inputs(point, device)

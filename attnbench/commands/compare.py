@@ -1,0 +1,111 @@
+"""`attnbench compare`: a verdict per point and an exit code for CI (see docs/ci.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from attnbench.commands._common import split_list, user_errors
+
+
+def _suite_gate(*sides: Any) -> dict[str, Any]:
+    """The ``[gate]`` table of the first side whose suite source is stored, else {}."""
+    from attnbench.suite import parse_suite
+
+    for side in sides:
+        source = (side.suite or {}).get("source")
+        if source:
+            return parse_suite(source, str(side.suite.get("path") or side.label)).gate
+    return {}
+
+
+@user_errors
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="BASELINE CURRENT (run directories, results.parquet or pytest-benchmark .json), or CURRENT with --baseline."
+        ),
+    ],
+    baseline: Annotated[
+        str | None, typer.Option(help="Compare against this saved baseline (see `attnbench baseline list`).")
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option("--threshold", "-t", help="FIELD:VALUE, e.g. latency:10%, memory:2%, memory:1MiB (repeatable)."),
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="False discovery rate across points (Benjamini-Hochberg). Default 0.01.")
+    ] = None,
+    confidence: Annotated[
+        float | None, typer.Option(help="Level of the bootstrap interval on the ratio of medians. Default 0.99.")
+    ] = None,
+    min_samples: Annotated[
+        int | None, typer.Option(help="Fewer timing samples than this on either side: inconclusive. Default 10.")
+    ] = None,
+    normalize: Annotated[
+        bool | None, typer.Option("--normalize/--no-normalize", help="Divide out the run-wide shift (default: on).")
+    ] = None,
+    allow_mismatch: Annotated[
+        bool, typer.Option(help="Compare runs from different devices, CPUs, GPUs, torch versions or dtypes.")
+    ] = False,
+    fail_on_inconclusive: Annotated[
+        bool, typer.Option(help="Exit 3 when a point is inconclusive (and none regressed).")
+    ] = False,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Append a Markdown verdict table to FILE (e.g. $GITHUB_STEP_SUMMARY).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdicts as JSON on stdout instead of a table.")
+    ] = False,
+    all_points: Annotated[bool, typer.Option("--all", help="Show unchanged points too.")] = False,
+) -> None:
+    """Compare CURRENT against BASELINE: improved, unchanged, regressed, inconclusive, failures, new, missing.
+
+    Exit codes: 0 pass, 1 a regression or a new failure, 2 usage error or runs not comparable,
+    3 inconclusive (only with --fail-on-inconclusive).
+    """
+    from attnbench.errors import UserError
+
+    if baseline is not None:
+        if len(runs) != 1:
+            raise UserError(f"with --baseline {baseline!r}, give exactly one CURRENT run (got {len(runs)})")
+        sides = [f"baseline:{baseline}", runs[0]]
+    elif len(runs) != 2:
+        raise UserError(f"expected BASELINE CURRENT (two runs) or --baseline NAME CURRENT; got {len(runs)} argument(s)")
+    else:
+        sides = runs
+
+    from attnbench.compare import render
+    from attnbench.compare.checks import make_config
+    from attnbench.compare.io import load_side, mismatch_reason
+    from attnbench.compare.verdicts import compare as do_compare
+
+    base, cur = load_side(sides[0]), load_side(sides[1])
+    reason = mismatch_reason(base, cur)
+    if reason and not allow_mismatch:
+        raise UserError(reason)
+    cfg = make_config(
+        _suite_gate(cur, base),
+        split_list(threshold),
+        alpha=alpha,
+        confidence=confidence,
+        min_samples=min_samples,
+        normalize=normalize,
+    )
+    result = do_compare(base, cur, cfg)
+    if reason:
+        result.notes.append(f"compared despite a mismatch: {reason.split(': ', 1)[1].split(' (pass')[0]}")
+    code = result.exit_code(fail_on_inconclusive)
+    if markdown is not None:
+        with open(markdown, "a", encoding="utf-8") as f:
+            f.write(render.to_markdown(result, code, all_points))
+    if as_json:
+        print(json.dumps(render.to_json(result, code), indent=1))
+    else:
+        render.print_table(result, code, all_points)
+    if code:
+        raise typer.Exit(code)
