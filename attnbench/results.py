@@ -68,6 +68,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "tolerance": ("ratio", "largest relative error that passes, by dtype"),
     "correct": ("bool", "every checked tensor finite, non-constant and within tolerance"),
     "correctness_error": ("", "what failed the check"),
+    "rounds": ("", "worker processes that measured the point; their samples are pooled"),
+    "round_medians_ms": ("ms", "median of each round, when rounds > 1"),
     "wall_s": ("s", "wall time the point took, worker start to result"),
     # CUDA timer (attnbench.measure.cuda_timer) and memory (attnbench.measure.cuda_memory)
     "host_overhead_ms": ("ms", "CUDA: median per-call host wall time minus device (event) time"),
@@ -98,9 +100,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
 
 
 def records_to_frames(records: list[dict[str, Any]]) -> tuple[Any, Any]:
-    """(results DataFrame, samples DataFrame) from journal records."""
+    """(results DataFrame, samples DataFrame) from journal records (rounds pooled)."""
     import pandas as pd
 
+    from attnbench.runner.rounds import pool
+
+    records = pool(records)
     rows = [{k: v for k, v in rec["row"].items() if k != "traceback"} for rec in records]
     df = pd.DataFrame(rows)
     for col in COLUMNS:

@@ -55,6 +55,7 @@ TIMING_KEYS = {
     "target_rel_noise": float,
     "block_min_s": float,
     "timeout_s": float,
+    "rounds": int,  # worker processes per point, interleaved across the sweep (samples pooled)
     "clock": str,  # CPU timer: "wall" (perf_counter, default) or "process" (CPU time of the worker)
 }
 CLOCKS = ("wall", "process")
@@ -184,6 +185,8 @@ def parse_suite(text: str, path: str) -> Suite:
             if val not in CLOCKS:
                 raise _fail(f"{where} [timing]", key, val, f"one of {', '.join(CLOCKS)}")
             continue
+        if key in ("rounds", "min_samples") and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+            raise _fail(f"{where} [timing]", key, val, "a positive integer")
         if isinstance(val, bool) or not isinstance(val, (int, float)) or val <= 0:
             raise _fail(f"{where} [timing]", key, val, "a positive number")
     tolerance = doc.get("tolerance", {})

@@ -197,3 +197,35 @@ def test_malformed_suite_file_is_one_line_exit_2(tmp_path):
     res = attnbench("run", "--suite", str(bad))
     assert res.returncode == 2
     assert "bad.toml" in res.stderr and "N = 'two'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_rounds_pool_samples_and_resume_per_round(tmp_path):
+    suite = write_suite(tmp_path, ["linear-chunked"])
+    out = tmp_path / "run"
+    res = attnbench(
+        "run",
+        "--suite",
+        str(suite),
+        "--out",
+        str(out),
+        "--no-report",
+        "--rounds",
+        "3",
+        "--set",
+        "N=16",
+        "--set",
+        "pass=fwd",
+    )
+    assert res.returncode == 0, res.stderr
+    lines = (out / "journal.jsonl").read_text().splitlines()
+    assert [json.loads(x)["row"]["round"] for x in lines] == [0, 1, 2]
+    df = pd.read_parquet(out / "results.parquet")
+    assert len(df) == 1 and df["rounds"].iloc[0] == 3 and len(df["round_medians_ms"].iloc[0]) == 3
+    per_round = sum(len(json.loads(x)["samples"]) for x in lines)
+    assert df["n_samples"].iloc[0] == per_round
+    # drop the last round: resume runs exactly that one
+    (out / "journal.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    res = attnbench("run", "--resume", str(out), "--no-report")
+    assert res.returncode == 0, res.stderr
+    rounds = [json.loads(x)["row"]["round"] for x in (out / "journal.jsonl").read_text().splitlines()]
+    assert rounds == [0, 1, 2]

@@ -96,6 +96,9 @@ def run(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per worker (default: all cores).")] = None,
     max_time: Annotated[float | None, typer.Option(help="Sampling time cap per point, seconds.")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Worker processes per point, interleaved over the sweep; samples are pooled.")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Kill a point's worker after this many seconds.")] = None,
     report: Annotated[bool, typer.Option(help="Write the Markdown and HTML report when done.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
@@ -110,6 +113,8 @@ def run(
 
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads}: expected a positive integer")
+    if rounds is not None and rounds < 1:
+        raise UserError(f"--rounds {rounds}: expected a positive integer")
     for name, val in (("--max-time", max_time), ("--timeout", timeout)):
         if val is not None and val <= 0:
             raise UserError(f"{name} {val}: expected a positive number of seconds")
@@ -122,10 +127,15 @@ def run(
     from attnbench import results
     from attnbench.env import fingerprint
     from attnbench.runner import journal
-    from attnbench.runner.sweep import run_points
+    from attnbench.runner.sweep import plan_rounds, run_points
 
-    done = {rec["row"]["point_id"] for rec in journal.load(run_dir)}
-    todo = [p for p in points if p["point_id"] not in done]
+    if rounds is not None and resume is None:
+        meta["timing"] = {**meta.get("timing", {}), "rounds": rounds}
+        (run_dir / "plan.json").write_text(json.dumps({"points": points, "meta": meta}, indent=1))
+    n_rounds = int(meta.get("timing", {}).get("rounds", 1))
+    done = {(rec["row"]["point_id"], int(rec["row"].get("round", 0))) for rec in journal.load(run_dir)}
+    todo = plan_rounds(points, n_rounds, done)
+    total = len(plan_rounds(points, n_rounds, set()))
     timing = dict(meta.get("timing", {}))
     if max_time is not None:
         timing["max_time_s"] = max_time
@@ -162,7 +172,7 @@ def run(
             "cuda_timer": cuda_timer,
         },
     )
-    interrupted = _sweep(run_dir, todo, options, len(points), len(done), run_points)
+    interrupted = _sweep(run_dir, todo, options, total, total - len(todo), run_points)
     df, _samples = results.finalize(run_dir)
     meta_now = results.read_metadata(run_dir)
     meta_now["finished"] = None if interrupted else time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -208,7 +218,12 @@ def _write_report(run_dir: Path) -> None:
 
 
 def _sweep(
-    run_dir: Path, todo: list[dict[str, Any]], options: dict[str, Any], total: int, already: int, run_points: Any
+    run_dir: Path,
+    todo: list[tuple[dict[str, Any], int]],
+    options: dict[str, Any],
+    total: int,
+    already: int,
+    run_points: Any,
 ) -> bool:
     """Run ``todo`` under a progress bar; True if interrupted by Ctrl-C."""
     from rich.console import Console

@@ -48,12 +48,12 @@ def append(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def load(run_dir: Path) -> list[dict[str, Any]]:
-    """Every record in the journal; a torn last line (killed mid-write) is ignored. Later
-    records of the same point replace earlier ones."""
+    """Every record in the journal; a torn line (killed mid-write) is ignored. A later record
+    of the same point and round replaces an earlier one."""
     path = Path(run_dir) / JOURNAL
     if not path.exists():
         return []
-    by_id: dict[str, dict[str, Any]] = {}
+    by_id: dict[tuple[str, int], dict[str, Any]] = {}
     with open(path) as f:
         for line in f:
             line = line.strip()
@@ -63,5 +63,5 @@ def load(run_dir: Path) -> list[dict[str, Any]]:
                 rec = _restore(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            by_id[rec["row"]["point_id"]] = rec
+            by_id[(rec["row"]["point_id"], int(rec["row"].get("round", 0)))] = rec
     return list(by_id.values())

@@ -85,22 +85,37 @@ def run_one(point: dict[str, Any], options: dict[str, Any], timeout_s: float) ->
     return record
 
 
+def plan_rounds(
+    points: list[dict[str, Any]], rounds: int, done: set[tuple[str, int]]
+) -> list[tuple[dict[str, Any], int]]:
+    """(point, round) pairs still to run: round by round, every point in each round, so that a
+    machine state that lasts a while (another job, a clock change) touches every point alike.
+    A skipped point needs one round only."""
+    return [
+        (p, r)
+        for r in range(rounds)
+        for p in points
+        if (p["point_id"], r) not in done and not (r > 0 and p.get("skip"))
+    ]
+
+
 def run_points(
     run_dir: Path,
-    points: list[dict[str, Any]],
+    todo: list[tuple[dict[str, Any], int]],
     options: dict[str, Any],
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``points`` (those with ``skip`` set become skipped rows without a worker), append
-    each record to the journal at once and call ``on_done(record)``. Returns the records."""
+    """Run each (point, round) of ``todo`` in a fresh worker (points with ``skip`` set become
+    skipped rows without one), append each record to the journal at once and call
+    ``on_done(record)``. Returns the records."""
     timeout_s = float(options.get("timing", {}).get("timeout_s", 300.0))
     records = []
-    for point in points:
+    for point, rnd in todo:
         if point.get("skip"):
             record: dict[str, Any] = {"row": {"status": "skipped", "error": point["skip"]}, "samples": []}
         else:
             record = run_one(point, options, timeout_s)
-        record["row"] = {**base_row(point), **record["row"]}
+        record["row"] = {**base_row(point), "round": rnd, **record["row"]}
         journal.append(run_dir, record)
         records.append(record)
         if on_done is not None:

@@ -1,0 +1,72 @@
+"""Pooling the rounds of a point: each round is one worker process measuring the same point.
+
+A machine state that lasts a whole process (where the allocator put things, which core the
+threads landed on, another job's burst) is one draw per process. Several rounds, interleaved
+over the sweep, turn that draw into noise the statistics can see, which a comparison between
+runs needs (see docs/ci.md).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from attnbench.measure.stats import summarize
+
+_ERR = ("err_out", "err_dq", "err_dk", "err_dv")
+
+
+def pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per point: samples of every round pooled, statistics recomputed, peak memory
+    the median over rounds, errors the worst round's. A round that failed makes the point fail
+    with that round's row. Records of single-round points pass through unchanged."""
+    by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        by_point[rec["row"]["point_id"]].append(rec)
+    out = []
+    for recs in by_point.values():
+        for r in recs:
+            r["row"].setdefault("round", 0)
+        recs.sort(key=lambda r: int(r["row"].get("round", 0)))
+        if len(recs) == 1:
+            rec = recs[0]
+            out.append({**rec, "row": _drop_round({**rec["row"], "rounds": 1})})
+            continue
+        failed = [r for r in recs if r["row"]["status"] != "ok"]
+        if failed:
+            row = _drop_round({**failed[0]["row"], "rounds": len(recs)})
+            out.append({"row": row, "samples": []})
+            continue
+        out.append(_pooled(recs))
+    return out
+
+
+def _pooled(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = [r["row"] for r in recs]
+    samples = [t for r in recs for t in r.get("samples", [])]
+    row = dict(rows[0])
+    stats = summarize(samples)
+    row.update(stats.as_dict("time_ms"))
+    row.update(
+        n_samples=stats.n,
+        rel_noise=stats.rel_noise,
+        rounds=len(recs),
+        round_medians_ms=[summarize(r["samples"]).median for r in recs if r.get("samples")],
+        converged=all(bool(r.get("converged")) for r in rows),
+        wall_s=sum(float(r.get("wall_s") or 0.0) for r in rows),
+    )
+    peaks = [r["peak_mib"] for r in rows if r.get("peak_mib") is not None]
+    row["peak_mib"] = statistics.median(peaks) if peaks else None
+    for col in _ERR:
+        vals = [r[col] for r in rows if r.get(col) is not None]
+        row[col] = max(vals) if vals else None
+    row["correct"] = all(r.get("correct") is not False for r in rows)
+    problems = [r["correctness_error"] for r in rows if r.get("correctness_error")]
+    row["correctness_error"] = problems[0] if problems else None
+    return {"row": _drop_round(row), "samples": samples}
+
+
+def _drop_round(row: dict[str, Any]) -> dict[str, Any]:
+    row.pop("round", None)
+    return row
