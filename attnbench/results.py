@@ -83,7 +83,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "state_mib_first": ("MiB", "decode: bytes of the cache/state held after step 1"),
     "state_mib_last": ("MiB", "decode: bytes of the cache/state held after step T"),
     "steps_sampled": ("", "decode: steps timed with repeats and checked (rows in steps.parquet)"),
-    "step_repeats": ("", "decode: timed repeats of each sampled step, from the same state"),
+    "step_repeats": ("", "decode: least timed repeats of a sampled step (min_samples; more until min_time_s, 3 past max_time_s)"),
 }
 
 # steps.parquet: one row per sampled step of a decode point.

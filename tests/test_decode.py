@@ -132,7 +132,7 @@ def test_suite_p_t_validation_and_expansion():
 def test_shipped_decode_suite_runs_linear_to_16384_and_caps_softmax():
     pts = {p["point_id"].split("/")[0] + f"@{p['T']}": p for p in expand(load_suite("decode"), "cpu")}
     assert not pts["linear-recurrent@16384"]["skip"]
-    assert pts["softmax-recompute@16384"]["skip"] and not pts["softmax@4096"]["skip"]
+    assert pts["softmax-recompute@16384"]["skip"] and not pts["softmax-recompute@2048"]["skip"]
 
 
 def test_unknown_decoder_is_a_user_error():
@@ -159,6 +159,14 @@ def test_decode_pass_through_the_cli(tmp_path):
     for col in ("tokens_per_s", "step_ms_first", "step_ms_last", "state_mib_last", "P", "T", "decoder"):
         assert df[col].notna().all(), col
     assert "tok/s" in res.stdout
+
+    from attnbench.decode.report import decode_section, speedups
+
+    md = decode_section(df, steps, tmp_path / "report")
+    assert "## Autoregressive decoding" in md and "Speedup of linear-recurrent" in md
+    assert {"decode_latency.png", "decode_memory.png", "decode_speedup.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
+    sp = speedups(df, steps)
+    assert set(sp["impl"]) == {"softmax", "sdpa-recompute"} and sp["speedup_step"].notna().all()
 
 
 @pytest.mark.parametrize(("args", "msg"), [

@@ -11,6 +11,7 @@ sampled steps, its tokens/s then integrated from them (``tokens_per_s_method`` i
 from __future__ import annotations
 
 import inspect
+import math
 import statistics
 import time
 import traceback
@@ -48,8 +49,13 @@ def _skip_reason(dspec: DecoderSpec, spec: registry.ImplSpec, point: dict[str, A
     return spec.unavailable_reason(point["device"]) or spec.skip_reason({**point, "pass": "fwd"})
 
 
-def _run(dec: Decoder, inp: Inputs, p: int, t: int, repeats: int, sync: Callable[[], None]) -> dict[str, Any]:
-    """Prefill and decode; per-step times (ms), sampled-step records and outputs."""
+def _run(
+    dec: Decoder, inp: Inputs, p: int, t: int, repeats: int, sync: Callable[[], None], min_s: float = 0.0, cap_s: float = math.inf
+) -> dict[str, Any]:
+    """Prefill and decode; per-step times (ms), sampled-step records and outputs. A sampled
+    step is repeated at least ``repeats`` times and until its repeats took ``min_s`` (a short
+    step is then timed over a window longer than a scheduler hiccup), but no more than 3
+    times once they took ``cap_s``."""
     clock = time.perf_counter_ns
     q, k, v = inp.q, inp.k, inp.v
     t0 = clock()
@@ -77,13 +83,16 @@ def _run(dec: Decoder, inp: Inputs, p: int, t: int, repeats: int, sync: Callable
             continue
         snap = dec.snapshot()
         reps: list[float] = []
-        for r in range(repeats):
-            if r:
+        while True:
+            if reps:
                 dec.restore(snap)
             t0 = clock()
             out = dec.step(qi, ki, vi)
             sync()
             reps.append((clock() - t0) / 1e6)
+            spent = sum(reps) / 1e3
+            if (len(reps) >= repeats and spent >= min_s) or (len(reps) >= 3 and spent >= cap_s):
+                break
         first_ms.append(reps[0])
         samples.append(statistics.median(reps))
         live, alloc = dec.state_bytes()
@@ -93,7 +102,7 @@ def _run(dec: Decoder, inp: Inputs, p: int, t: int, repeats: int, sync: Callable
                 "context": pos + 1,
                 "time_ms": statistics.median(reps),
                 "time_ms_min": min(reps),
-                "repeats": repeats,
+                "repeats": len(reps),
                 "state_mib": live / MIB,
                 "state_alloc_mib": alloc / MIB,
             }
@@ -186,6 +195,8 @@ def measure_decode(point: dict[str, Any], options: dict[str, Any]) -> dict[str, 
     p, t = int(point["P"]), int(point["T"])
     dtype = DTYPES[point["dtype"]]
     repeats = max(1, int(options.get("timing", {}).get("min_samples", 5)))
+    min_s = float(options.get("timing", {}).get("min_time_s", 0.0))
+    cap_s = float(options.get("timing", {}).get("max_time_s", math.inf))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     try:
         inp = make_inputs(point, device)
@@ -194,7 +205,7 @@ def measure_decode(point: dict[str, Any], options: dict[str, Any]) -> dict[str, 
         _run(warm, Inputs(*(x[:, :, : min(p, 16) + WARMUP_STEPS] for x in (inp.q, inp.k, inp.v, inp.g))), min(p, 16), WARMUP_STEPS, 1, sync)
         del warm
         dec = dspec.factory(b, h, d, m, dtype, device, params)
-        mem, res = _memory(device, lambda: _run(dec, inp, p, t, repeats, sync))
+        mem, res = _memory(device, lambda: _run(dec, inp, p, t, repeats, sync, min_s, cap_s))
     except Exception as exc:
         row.update(status="oom" if _is_oom(exc) else "error", error=_one_line(exc))
         row["traceback"] = traceback.format_exc(limit=8)
