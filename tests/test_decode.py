@@ -82,8 +82,22 @@ def test_sampled_steps_are_logarithmic_and_end_at_t():
 
 
 def test_measure_decode_row_and_steps():
-    point = {"impl": "linear-recurrent", "pass": "decode", "causal": True, "dtype": "float32", "device": "cpu",
-             "B": 1, "H": 2, "D": 8, "M": 4, "P": 3, "T": 9, "N": 12, "seed": 0, "params": {}}
+    point = {
+        "impl": "linear-recurrent",
+        "pass": "decode",
+        "causal": True,
+        "dtype": "float32",
+        "device": "cpu",
+        "B": 1,
+        "H": 2,
+        "D": 8,
+        "M": 4,
+        "P": 3,
+        "T": 9,
+        "N": 12,
+        "seed": 0,
+        "params": {},
+    }
     rec = measure_decode(point, {"threads": 1, "timing": {"min_samples": 2}})
     row = rec["row"]
     assert row["status"] == "ok" and row["correct"], row
@@ -115,8 +129,11 @@ def test_suite_p_t_validation_and_expansion():
     pts = expand(parse_suite(DECODE_SUITE.format(P="[0, 4]", T=12), "d.toml"), "cpu")
     assert {(p["P"], p["N"]) for p in pts} == {(0, 12), (4, 16)}
     assert pts[0]["point_id"] == "linear-recurrent/decode/causal/float32/B1-H2-N12-D8-M4-P0-T12"
-    for bad, msg in (("P = -1", "P = -1: expected an integer >= 0"), ("T = 0", "T = 0: expected an integer >= 1"),
-                     ('T = "x"', "T = 'x': expected an integer >= 1")):
+    for bad, msg in (
+        ("P = -1", "P = -1: expected an integer >= 0"),
+        ("T = 0", "T = 0: expected an integer >= 1"),
+        ('T = "x"', "T = 'x': expected an integer >= 1"),
+    ):
         text = DECODE_SUITE.format(P=0, T=8).replace("P = 0" if bad.startswith("P") else "T = 8", bad)
         with pytest.raises(UserError, match=msg):
             parse_suite(text, "d.toml")
@@ -143,7 +160,9 @@ def test_unknown_decoder_is_a_user_error():
 
 def attnbench(*args: str) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_decode_pass_through_the_cli(tmp_path):
@@ -164,17 +183,22 @@ def test_decode_pass_through_the_cli(tmp_path):
 
     md = decode_section(df, steps, tmp_path / "report")
     assert "## Autoregressive decoding" in md and "Speedup of linear-recurrent" in md
-    assert {"decode_latency.png", "decode_memory.png", "decode_speedup.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"decode_latency.png", "decode_memory.png", "decode_speedup.png"} <= {
+        p.name for p in (tmp_path / "report").iterdir()
+    }
     sp = speedups(df, steps)
     assert set(sp["impl"]) == {"softmax", "sdpa-recompute"} and sp["speedup_step"].notna().all()
 
 
-@pytest.mark.parametrize(("args", "msg"), [
-    (["--set", "T=0"], "T = 0: expected an integer >= 1"),
-    (["--set", "P=-3"], "P = -3: expected an integer >= 0"),
-    (["--set", "T=many"], "T expects integers"),
-    (["--impl", "linear-cumsum"], "no decoder for pass decode"),
-])
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--set", "T=0"], "T = 0: expected an integer >= 1"),
+        (["--set", "P=-3"], "P = -3: expected an integer >= 0"),
+        (["--set", "T=many"], "T expects integers"),
+        (["--impl", "linear-cumsum"], "no decoder for pass decode"),
+    ],
+)
 def test_bad_decode_values_are_one_line_errors(tmp_path, args, msg):
     suite = tmp_path / "d.toml"
     suite.write_text(DECODE_SUITE.format(P=0, T=8))

@@ -82,14 +82,14 @@ class History:
         """Append a block per stream, each [B, H, n, width]."""
         n = xs[0].shape[2]
         self._reserve(self.len + n)
-        for buf, x in zip(self.bufs, xs):
+        for buf, x in zip(self.bufs, xs, strict=True):
             buf[:, :, self.len : self.len + n] = x
         self.len += n
 
     def append(self, *xs: torch.Tensor) -> None:
         """Append one token per stream, each [B, H, width]."""
         self._reserve(self.len + 1)
-        for buf, x in zip(self.bufs, xs):
+        for buf, x in zip(self.bufs, xs, strict=True):
             buf[:, :, self.len] = x
         self.len += 1
 
@@ -110,7 +110,17 @@ class KVCacheDecoder(Decoder):
     """Softmax attention with a growing KV cache: step i attends over i cached keys, O(i D) time
     and memory. ``attend`` is "naive" (scores materialised) or "sdpa" (PyTorch's fused kernel)."""
 
-    def __init__(self, b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, prefill_fn: Callable[..., Any], attend: str):
+    def __init__(
+        self,
+        b: int,
+        h: int,
+        d: int,
+        m: int,
+        dtype: torch.dtype,
+        device: Any,
+        prefill_fn: Callable[..., Any],
+        attend: str,
+    ):
         self.cache = History(b, h, (d, m), dtype, device)
         self.prefill_fn = prefill_fn
         self.attend = attend
@@ -146,7 +156,9 @@ class RecurrentDecoder(Decoder):
     O(D M) time and constant memory per step. The prompt is prefilled by ``prefill_fn`` (a
     parallel causal form, its state then summed in one product) or, if None, token by token."""
 
-    def __init__(self, b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, prefill_fn: Callable[..., Any] | None):
+    def __init__(
+        self, b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, prefill_fn: Callable[..., Any] | None
+    ):
         self.state = RecurrentState.zeros(b, h, d, m, dtype=dtype, device=device)
         self.prefill_fn = prefill_fn
 
@@ -262,7 +274,9 @@ def _kv_factory(impl: str, attend: str) -> Factory:
 register_decoder("softmax", impl="softmax", kind="kv-cache", description="growing KV cache, naive attention per step")(
     _kv_factory("softmax", "naive")
 )
-register_decoder("sdpa", impl="sdpa", kind="kv-cache", description="growing KV cache, SDPA per step")(_kv_factory("sdpa", "sdpa"))
+register_decoder("sdpa", impl="sdpa", kind="kv-cache", description="growing KV cache, SDPA per step")(
+    _kv_factory("sdpa", "sdpa")
+)
 register_decoder(
     "linear-recurrent", impl="linear-recurrent", kind="recurrent-state", description="RNN state, prompt token by token"
 )(linear_state_factory(None))
@@ -279,7 +293,9 @@ def get_decoder(name: str) -> DecoderSpec:
         base = name[: -len(RECOMPUTE_SUFFIX)]
         if base in registry.all_specs():
 
-            def factory(b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, params: dict[str, Any]) -> Decoder:
+            def factory(
+                b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, params: dict[str, Any]
+            ) -> Decoder:
                 return RecomputeDecoder(b, h, d, m, dtype, device, _bind(base, params))
 
             return DecoderSpec(name, base, "recompute", factory, f"no cache: {base} over the whole prefix every step")

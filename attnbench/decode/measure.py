@@ -50,7 +50,14 @@ def _skip_reason(dspec: DecoderSpec, spec: registry.ImplSpec, point: dict[str, A
 
 
 def _run(
-    dec: Decoder, inp: Inputs, p: int, t: int, repeats: int, sync: Callable[[], None], min_s: float = 0.0, cap_s: float = math.inf
+    dec: Decoder,
+    inp: Inputs,
+    p: int,
+    t: int,
+    repeats: int,
+    sync: Callable[[], None],
+    min_s: float = 0.0,
+    cap_s: float = math.inf,
 ) -> dict[str, Any]:
     """Prefill and decode; per-step times (ms), sampled-step records and outputs. A sampled
     step is repeated at least ``repeats`` times and until its repeats took ``min_s`` (a short
@@ -108,7 +115,14 @@ def _run(
             }
         )
         outs.append(out)
-    return {"pre": pre, "prefill_ms": prefill_ms, "first_ms": first_ms, "samples": samples, "steps": steps, "outs": outs}
+    return {
+        "pre": pre,
+        "prefill_ms": prefill_ms,
+        "first_ms": first_ms,
+        "samples": samples,
+        "steps": steps,
+        "outs": outs,
+    }
 
 
 def _tokens_per_s(res: dict[str, Any], t: int, fast_forward: bool) -> tuple[float, str]:
@@ -134,14 +148,16 @@ def _reference_rows(ref_fn: Callable[..., torch.Tensor], inp: Inputs, positions:
     return rows
 
 
-def _check(spec: registry.ImplSpec, inp: Inputs, point: dict[str, Any], res: dict[str, Any], tol: float | None) -> dict[str, Any]:
+def _check(
+    spec: registry.ImplSpec, inp: Inputs, point: dict[str, Any], res: dict[str, Any], tol: float | None
+) -> dict[str, Any]:
     """Correctness columns (every sampled step's row and the prompt's outputs against float64);
     fills each sampled step's err_out."""
     p = int(point["P"])
     ref_spec = registry.get(spec.reference_name)
     positions = [s["context"] - 1 for s in res["steps"]]
     ref_rows = _reference_rows(ref_spec.fn, inp, positions)
-    for s, got, ref in zip(res["steps"], res["outs"], ref_rows):
+    for s, got, ref in zip(res["steps"], res["outs"], ref_rows, strict=True):
         s["err_out"] = correctness.rel_error(got, ref)
     got_all = [o.unsqueeze(2) for o in res["outs"]]
     ref_all = [r.unsqueeze(2) for r in ref_rows]
@@ -152,7 +168,9 @@ def _check(spec: registry.ImplSpec, inp: Inputs, point: dict[str, Any], res: dic
         got_all.insert(0, res["pre"])
         ref_all.insert(0, correctness.reference_outputs(pfn, prompt, True, False)["out"])
         label += f"; prompt: {plabel}"
-    verdict = correctness.judge({"out": torch.cat(got_all, dim=2)}, {"out": torch.cat(ref_all, dim=2)}, point["dtype"], tol)
+    verdict = correctness.judge(
+        {"out": torch.cat(got_all, dim=2)}, {"out": torch.cat(ref_all, dim=2)}, point["dtype"], tol
+    )
     return {"reference": label, **verdict}
 
 
@@ -202,7 +220,14 @@ def measure_decode(point: dict[str, Any], options: dict[str, Any]) -> dict[str, 
         inp = make_inputs(point, device)
         row["input_mib"] = inp.nbytes() / MIB
         warm = dspec.factory(b, h, d, m, dtype, device, params)
-        _run(warm, Inputs(*(x[:, :, : min(p, 16) + WARMUP_STEPS] for x in (inp.q, inp.k, inp.v, inp.g))), min(p, 16), WARMUP_STEPS, 1, sync)
+        _run(
+            warm,
+            Inputs(*(x[:, :, : min(p, 16) + WARMUP_STEPS] for x in (inp.q, inp.k, inp.v, inp.g))),
+            min(p, 16),
+            WARMUP_STEPS,
+            1,
+            sync,
+        )
         del warm
         dec = dspec.factory(b, h, d, m, dtype, device, params)
         mem, res = _memory(device, lambda: _run(dec, inp, p, t, repeats, sync, min_s, cap_s))

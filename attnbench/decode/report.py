@@ -82,7 +82,16 @@ def growth(results_df: Any, steps_df: Any, at: int = 1024) -> Any:
         if base.empty or r["T"] <= at:
             continue
         b = float(base["time_ms"].iloc[0])
-        rows.append({"impl": r["impl"], "P": r["P"], "T": r["T"], f"ms@{at}": b, "ms@T": r["step_ms_last"], "ratio": r["step_ms_last"] / b})
+        rows.append(
+            {
+                "impl": r["impl"],
+                "P": r["P"],
+                "T": r["T"],
+                f"ms@{at}": b,
+                "ms@T": r["step_ms_last"],
+                "ratio": r["step_ms_last"] / b,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -119,8 +128,11 @@ def _plot_speedup(sp: Any, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(data))))
     sns.barplot(data=data, y="over", x="speedup_step", hue="decoder", dodge=False, ax=ax)
     ax.set(xscale="log", xlabel=f"{TARGET} speedup in per-step latency at that step (x)", ylabel="")
-    for bar, val in zip(ax.patches, data["speedup_step"]):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {val:.3g}x", va="center", fontsize=8)
+    for bar in ax.patches:  # a bar's width is its value: no reliance on seaborn's patch order
+        if bar.get_width() > 0:
+            ax.text(
+                bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {bar.get_width():.3g}x", va="center", fontsize=8
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -148,8 +160,16 @@ def decode_section(results_df: Any, steps_df: Any, out_dir: Path | str) -> str:
     shown = _longest(df)
     label = {r["point_id"]: f"{r['impl']} P={r['P']}" for r in shown.to_dict("records")}
     steps = steps_df[steps_df["point_id"].isin(label)].assign(curve=lambda d: d["point_id"].map(label))
-    _plot_steps(steps, "time_ms", "ms per step (median of repeats)", "Per-step latency as the context grows", out / "decode_latency.png")
-    _plot_steps(steps, "state_mib", "MiB held (cache / state)", "Decoder state as the context grows", out / "decode_memory.png")
+    _plot_steps(
+        steps,
+        "time_ms",
+        "ms per step (median of repeats)",
+        "Per-step latency as the context grows",
+        out / "decode_latency.png",
+    )
+    _plot_steps(
+        steps, "state_mib", "MiB held (cache / state)", "Decoder state as the context grows", out / "decode_memory.png"
+    )
     sp = speedups(results_df, steps_df)
     md = ["## Autoregressive decoding", ""]
     md.append(
@@ -163,25 +183,80 @@ def decode_section(results_df: Any, steps_df: Any, out_dir: Path | str) -> str:
     for r in df.sort_values(["P", "T", "impl"]).to_dict("records"):
         tps = _fmt(r["tokens_per_s"], ".4g") + ("~" if r["tokens_per_s_method"] == "interpolated" else "")
         rows.append(
-            [r["impl"], r["decoder"], str(r["P"]), str(r["T"]), tps, _fmt(r["prefill_ms"]), _fmt(r["step_ms_first"]),
-             _fmt(r["step_ms_last"]), _fmt(r["state_mib_last"]), _fmt(r["peak_mib"]), _fmt(r["err_out"], ".2e"),
-             "yes" if r["correct"] else "**no**"]
+            [
+                r["impl"],
+                r["decoder"],
+                str(r["P"]),
+                str(r["T"]),
+                tps,
+                _fmt(r["prefill_ms"]),
+                _fmt(r["step_ms_first"]),
+                _fmt(r["step_ms_last"]),
+                _fmt(r["state_mib_last"]),
+                _fmt(r["peak_mib"]),
+                _fmt(r["err_out"], ".2e"),
+                "yes" if r["correct"] else "**no**",
+            ]
         )
-    md.append(_table(["impl", "decoder", "P", "T", "tokens/s", "prefill ms", "step 1 ms", "step T ms",
-                      "state MiB at T", "peak MiB", "err_out", "correct"], rows))
+    md.append(
+        _table(
+            [
+                "impl",
+                "decoder",
+                "P",
+                "T",
+                "tokens/s",
+                "prefill ms",
+                "step 1 ms",
+                "step T ms",
+                "state MiB at T",
+                "peak MiB",
+                "err_out",
+                "correct",
+            ],
+            rows,
+        )
+    )
     if not sp.empty:
         _plot_speedup(sp, out / "decode_speedup.png")
         md += ["", f"### Speedup of {TARGET}", "", "![speedup](decode_speedup.png)", ""]
-        md.append(_table(
-            ["over", "decoder", "P", "at step", f"its ms", f"{TARGET} ms", "speedup (step)", "speedup (tokens/s, same T)"],
-            [[r["impl"], r["decoder"], str(r["P"]), str(r["step"]), _fmt(r["other_ms"]), _fmt(r["target_ms"]),
-              _fmt(r["speedup_step"], ".3g") + "x", _fmt(r["speedup_tokens"], ".3g") + ("x" if r["speedup_tokens"] else "")]
-             for r in sp.to_dict("records")],
-        ))
+        md.append(
+            _table(
+                [
+                    "over",
+                    "decoder",
+                    "P",
+                    "at step",
+                    "its ms",
+                    f"{TARGET} ms",
+                    "speedup (step)",
+                    "speedup (tokens/s, same T)",
+                ],
+                [
+                    [
+                        r["impl"],
+                        r["decoder"],
+                        str(r["P"]),
+                        str(r["step"]),
+                        _fmt(r["other_ms"]),
+                        _fmt(r["target_ms"]),
+                        _fmt(r["speedup_step"], ".3g") + "x",
+                        _fmt(r["speedup_tokens"], ".3g") + ("x" if r["speedup_tokens"] else ""),
+                    ]
+                    for r in sp.to_dict("records")
+                ],
+            )
+        )
     gr = growth(results_df, steps_df)
     if not gr.empty:
         md += ["", "### Growth of the per-step latency (step T vs step 1024)", ""]
-        md.append(_table(["impl", "P", "T", "ms at step 1024", "ms at step T", "ratio"],
-                         [[r["impl"], str(r["P"]), str(r["T"]), _fmt(r["ms@1024"]), _fmt(r["ms@T"]), _fmt(r["ratio"], ".2f")]
-                          for r in gr.to_dict("records")]))
+        md.append(
+            _table(
+                ["impl", "P", "T", "ms at step 1024", "ms at step T", "ratio"],
+                [
+                    [r["impl"], str(r["P"]), str(r["T"]), _fmt(r["ms@1024"]), _fmt(r["ms@T"]), _fmt(r["ratio"], ".2f")]
+                    for r in gr.to_dict("records")
+                ],
+            )
+        )
     return "\n".join(md) + "\n"

@@ -27,12 +27,16 @@ def decode_table(df: Any) -> Any:
         else:
             mark = "" if r.get("correct") is not False else " ✗"
             cells = [
-                _fmt(r.get("tokens_per_s"), ".0f" if (r.get("tokens_per_s") or 0) >= 10 else ".3g") + ("~" if r.get("tokens_per_s_method") == "interpolated" else "") + mark,
+                _fmt(r.get("tokens_per_s"), ".0f" if (r.get("tokens_per_s") or 0) >= 10 else ".3g")
+                + ("~" if r.get("tokens_per_s_method") == "interpolated" else "")
+                + mark,
                 _fmt(r.get("step_ms_first"), ".3g"),
                 _fmt(r.get("step_ms_last"), ".3g"),
                 _fmt(r.get("state_mib_last"), ".3g"),
                 _fmt(r.get("peak_mib"), ".3g"),
             ]
         table.add_row(escape(str(r["impl"])), str(int(r["P"])), str(int(r["T"])), *cells)
-    table.caption = "ms@1, ms@T: step 1 and step T; state: cache/state after step T; ~ = integrated from the sampled steps"
+    table.caption = (
+        "ms@1, ms@T: step 1 and step T; state: cache/state after step T; ~ = integrated from the sampled steps"
+    )
     return table
