@@ -6,6 +6,7 @@ Run directory layout::
     journal.jsonl      every finished point, appended as it finishes (the source of truth)
     results.parquet    one row per point (columns documented in COLUMNS)
     samples.parquet    point_id, sample, time_ms: every timing sample, per call
+    steps.parquet      decode points only: one row per sampled step (columns in STEP_COLUMNS)
     metadata.json      schema_version, environment, suite, command line, timestamps
     plan.json          the points of the run, so --resume knows what is missing
 """
@@ -22,6 +23,7 @@ from attnbench.runner import journal
 SCHEMA_VERSION = 1
 RESULTS = "results.parquet"
 SAMPLES = "samples.parquet"
+STEPS = "steps.parquet"
 METADATA = "metadata.json"
 PLAN = "plan.json"
 
@@ -96,6 +98,38 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "pct_peak_flops": ("%", "tflops as a percentage of the calibrated matmul rate at this dtype"),
     "pct_peak_bw": ("%", "gbps as a percentage of the calibrated copy bandwidth"),
     "bound": ("", "compute or memory: arith_intensity against the ridge point peak_flops / peak_bw"),
+    # pass decode only (attnbench/decode): N = P + T; time_ms_* are over per-step times.
+    "P": ("tokens", "decode: prompt length (prefilled at once)"),
+    "T": ("tokens", "decode: tokens generated one at a time after the prompt"),
+    "decoder": ("", "decode: kv-cache, recurrent-state or recompute (no cache)"),
+    "tokens_per_s": ("1/s", "decode: T / total time of the T steps (prefill excluded)"),
+    "tokens_per_s_method": (
+        "",
+        "measured (every step run and timed) or interpolated (recompute: from the sampled steps)",
+    ),
+    "prefill_ms": ("ms", "decode: time of the prompt's prefill (one call)"),
+    "step_ms_first": ("ms", "decode: median time of step 1"),
+    "step_ms_last": ("ms", "decode: median time of step T"),
+    "state_mib_first": ("MiB", "decode: bytes of the cache/state held after step 1"),
+    "state_mib_last": ("MiB", "decode: bytes of the cache/state held after step T"),
+    "steps_sampled": ("", "decode: steps timed with repeats and checked (rows in steps.parquet)"),
+    "step_repeats": (
+        "",
+        "decode: least timed repeats of a sampled step (min_samples; more until min_time_s, 3 past max_time_s)",
+    ),
+}
+
+# steps.parquet: one row per sampled step of a decode point.
+STEP_COLUMNS: dict[str, tuple[str, str]] = {
+    "point_id": ("", "the decode point"),
+    "step": ("", "1-based index of the generated token"),
+    "context": ("tokens", "tokens attended by this step (P + step)"),
+    "time_ms": ("ms", "median over the repeats of this step, each from the same state"),
+    "time_ms_min": ("ms", "fastest repeat"),
+    "repeats": ("", "timed repeats"),
+    "state_mib": ("MiB", "bytes of the cache/state content after the step"),
+    "state_alloc_mib": ("MiB", "bytes allocated for it (the KV cache's capacity doubles)"),
+    "err_out": ("ratio", "relative error of this step's output row against the float64 reference"),
 }
 
 
@@ -124,6 +158,22 @@ def records_to_frames(records: list[dict[str, Any]]) -> tuple[Any, Any]:
     return df, samples
 
 
+def steps_frame(records: list[dict[str, Any]]) -> Any:
+    """The steps table (STEP_COLUMNS) of the decode records among ``records``."""
+    import pandas as pd
+
+    rows = [{"point_id": rec["row"]["point_id"], **st} for rec in records for st in rec.get("steps", [])]
+    return pd.DataFrame(rows, columns=list(STEP_COLUMNS)) if not rows else pd.DataFrame(rows)[list(STEP_COLUMNS)]
+
+
+def load_steps(run_dir: Path) -> Any:
+    """steps.parquet of a run (rebuilt from the journal if missing); empty without decode points."""
+    import pandas as pd
+
+    path = Path(run_dir) / STEPS
+    return pd.read_parquet(path) if path.exists() else steps_frame(journal.load(Path(run_dir)))
+
+
 def write_metadata(run_dir: Path, meta: dict[str, Any]) -> None:
     meta = {"schema_version": SCHEMA_VERSION, **meta}
     tmp = Path(run_dir) / (METADATA + ".tmp")
@@ -148,10 +198,13 @@ def read_metadata(run_dir: Path) -> dict[str, Any]:
 
 
 def finalize(run_dir: Path) -> tuple[Any, Any]:
-    """Write results.parquet and samples.parquet from the journal; return the frames."""
-    df, samples = records_to_frames(journal.load(run_dir))
+    """Write results.parquet, samples.parquet and steps.parquet from the journal; return the
+    results and samples frames (the steps table: :func:`load_steps`)."""
+    records = journal.load(run_dir)
+    df, samples = records_to_frames(records)
     df.to_parquet(Path(run_dir) / RESULTS, index=False)
     samples.to_parquet(Path(run_dir) / SAMPLES, index=False)
+    steps_frame(records).to_parquet(Path(run_dir) / STEPS, index=False)
     return df, samples
 
 

@@ -42,9 +42,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
-PASS_NAMES = ["fwd", "bwd", "fwdbwd"]
+PASS_NAMES = ["fwd", "bwd", "fwdbwd", "decode"]
 DEVICES = ("cpu", "cuda")
-INT_KEYS = ("B", "H", "N", "D", "M", "seed")
+INT_KEYS = ("B", "H", "N", "D", "M", "seed", "P", "T")
+# Used by pass decode only: a prompt of P tokens, then T generated one at a time (N = P + T).
+DECODE_KEYS = ("P", "T")
 PARAM_KEYS = ("impl", "pass", "causal", "dtype", *INT_KEYS)
 TOP_KEYS = ("name", "description", "params", "device", "impl_params", "timing", "tolerance", "gate")
 TIMING_KEYS = {
@@ -100,7 +102,7 @@ def _fail(where: str, key: str, value: Any, expected: str) -> UserError:
 
 def _check_value(where: str, key: str, value: Any) -> Any:
     if key in INT_KEYS:
-        lo = 0 if key == "seed" else 1
+        lo = 0 if key in ("seed", "P") else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
             raise _fail(where, key, value, f"an integer >= {lo}")
     elif key == "impl":
@@ -142,7 +144,9 @@ def parse_suite(text: str, path: str) -> Suite:
         if key not in TOP_KEYS:
             raise UserError(f"{where}: unknown key {key!r}; expected one of {', '.join(TOP_KEYS)}")
     params = _params_table(f"{where} [params]", doc.get("params", {}))
-    for key in ("impl", "N"):
+    passes = params.get("pass", DEFAULTS["pass"])
+    required = ["impl"] + (["N"] if any(p != "decode" for p in passes) else []) + (["T"] if "decode" in passes else [])
+    for key in required:
         if key not in params:
             raise UserError(f"{where} [params]: {key} is missing; expected a value or a list")
     device_params: dict[str, dict[str, list[Any]]] = {}
@@ -259,6 +263,8 @@ def point_id(p: dict[str, Any]) -> str:
     mode = "causal" if p["causal"] else "full"
     shape = f"B{p['B']}-H{p['H']}-N{p['N']}-D{p['D']}-M{p['M']}"
     extra = "".join(f"-{k}{v}" for k, v in sorted(p.get("params", {}).items()))
+    if p["pass"] == "decode":
+        shape += f"-P{p['P']}-T{p['T']}"
     seed = f"-s{p['seed']}" if p.get("seed", 0) else ""
     return f"{p['impl']}/{p['pass']}/{mode}/{p['dtype']}/{shape}{extra}{seed}"
 
@@ -279,16 +285,27 @@ def expand(suite: Suite, device: str, overrides: dict[str, list[Any]] | None = N
     """Points of ``suite`` on ``device`` with ``overrides`` (``--set``, ``--impl``, ``--dtype``) applied.
 
     Each point carries ``skip`` (None or the reason it cannot run, from the suite's limits);
-    the impl's own availability is decided later, in the worker.
+    the impl's own availability is decided later, in the worker. Decode points carry P and T
+    and have N = P + T (the N axis is ignored for them); other points have neither.
     """
     values: dict[str, list[Any]] = {**DEFAULTS, **suite.params, **suite.device_params.get(device, {})}
     values.update(overrides or {})
     limits = suite.limits.get(device, {})
     points: list[dict[str, Any]] = []
-    keys = ("impl", "pass", "causal", "dtype", "B", "H", "D", "M", "seed", "N")
+    keys = ("impl", "pass", "causal", "dtype", "B", "H", "D", "M", "seed", "N", "P", "T")
+    for key, default in (("N", None), ("P", 0), ("T", None)):
+        values.setdefault(key, [default])
     seen: set[str] = set()
     for combo in itertools.product(*(values[k] for k in keys)):
         p: dict[str, Any] = dict(zip(keys, combo, strict=False))
+        if p["pass"] == "decode":
+            if p["T"] is None:
+                raise UserError(f"suite {suite.path}: pass decode needs T (tokens to generate), e.g. --set T=1024")
+            p["N"] = p["P"] + p["T"]
+        else:
+            del p["P"], p["T"]
+            if p["N"] is None:
+                raise UserError(f"suite {suite.path}: pass {p['pass']} needs N, e.g. --set N=1024")
         p["device"] = device
         p["params"] = dict(suite.impl_params.get(p["impl"], {}))
         p["point_id"] = point_id(p)

@@ -49,8 +49,13 @@ def _new_plan(
         overrides["dtype"] = [parse_set(f"dtype={d}")[1][0] for d in dtype]
     dev = _resolve_device(device)
     points = expand(suite, dev, overrides)
-    for name in sorted({p["impl"] for p in points}):
+    for name in sorted({p["impl"] for p in points if p["pass"] != "decode"}):
         registry.get(name)  # an unknown name is a one-line error listing what exists
+    if any(p["pass"] == "decode" for p in points):
+        from attnbench.decode.decoders import get_decoder
+
+        for name in sorted({p["impl"] for p in points if p["pass"] == "decode"}):
+            get_decoder(name)
     if not points:
         raise UserError(f"suite {suite.name}: the overrides leave no points to run")
     run_dir = out or Path("runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -26,18 +26,24 @@ def print_summary(df: Any, run_dir: Path) -> None:
 
     console = Console()
     ns = sorted(df["N"].unique())
-    keys = ["impl", "pass"] + [c for c in ("causal", "dtype", "B", "H", "D", "M", "seed") if df[c].nunique() > 1]
+    keys = ["impl", "pass"] + [
+        c for c in ("causal", "dtype", "B", "H", "D", "M", "seed", "P") if c in df and df[c].nunique() > 1
+    ]
     for col, title, fmt in (("time_ms_median", "median ms per call", ".3g"), ("peak_mib", "peak MiB", ".4g")):
         table = Table(title=f"{title} (✗ = failed correctness, - = skipped)")
         for key in keys:
             table.add_column(key)
         for n in ns:
             table.add_column(f"N={n}", justify="right")
-        for ident, grp in df.groupby(keys, sort=True):
+        for ident, grp in df.groupby(keys, sort=True, dropna=False):
             by_n = {r["N"]: r for r in grp.to_dict("records")}
             cells = [_cell(by_n[n], col, fmt) if n in by_n else "" for n in ns]
             table.add_row(*[escape(str(x)) for x in ident], *cells)
         console.print(table)
+    if "decode" in set(df["pass"]):  # per-token columns of the decode pass (N = P + T)
+        from attnbench.decode.summary import decode_table
+
+        console.print(decode_table(df))
     counts = df["status"].value_counts().to_dict()
     incorrect = int((df["correct"] == False).sum())  # noqa: E712
     console.print(

@@ -32,6 +32,7 @@ def _context() -> Any:
 
 def base_row(point: dict[str, Any]) -> dict[str, Any]:
     row = {k: point[k] for k in POINT_COLUMNS}
+    row.update({k: point[k] for k in ("P", "T") if k in point})  # decode points only
     row["impl_params"] = json.dumps(point.get("params", {}), sort_keys=True)
     return row
 

@@ -83,6 +83,10 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
     Order: time the pass; measure its peak memory (for fwdbwd, around the correctness run,
     which is one fwd+bwd call on the same inputs); check against the float64 reference.
     """
+    if point["pass"] == "decode":  # token-by-token generation: its own measurement (issue 7)
+        from attnbench.decode.measure import measure_decode
+
+        return measure_decode(point, options)
     started = time.perf_counter()
     row: dict[str, Any] = {"status": "ok", "error": None}
     samples: list[float] = []
