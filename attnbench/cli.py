@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from attnbench.commands.list_ import list_cmd
+from attnbench.commands.report import report
 from attnbench.commands.run import run
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command("run")(run)
 app.command("list")(list_cmd)
+app.command("report")(report)
 
 
 def main() -> None:
