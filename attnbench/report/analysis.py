@@ -167,6 +167,7 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
         for r in bad.to_dict("records")
     ]
     out = bad[["config", "impl", "pass", "N", "status"]].copy()
+    out["status"] = out["status"].where(out["status"] != "ok", "incorrect")
     out["why"] = why
     return out.reset_index(drop=True)
 

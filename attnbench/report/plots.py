@@ -80,10 +80,10 @@ def _mark_failures(ax: Any, fails: pd.DataFrame, colours: dict[str, Any], impls:
     blend = transforms.blended_transform_factory(ax.transData, ax.transAxes)
     for r in fails.to_dict("records"):
         lane = impls.index(r["impl"]) if r["impl"] in impls else 0
-        hollow = r["status"] == "skipped"
+        c = colours[r["impl"]]
+        paint = {"facecolors": "none", "edgecolors": c} if r["status"] == "skipped" else {"color": c}
         ax.scatter([r["N"]], [0.04 + 0.035 * lane], transform=blend, marker=STATUS_MARKERS.get(r["status"], "x"),
-                   s=30, linewidths=1.5, zorder=5, clip_on=False, edgecolors=colours[r["impl"]],
-                   facecolors="none" if hollow else colours[r["impl"]])
+                   s=30, linewidths=1.5, zorder=5, clip_on=False, **paint)
 
 
 def _make_room(ax: Any, lanes: int) -> None:
