@@ -112,8 +112,9 @@ def test_cli_report_dir_without_metadata(tmp_path: Path) -> None:
 
 
 def test_cli_import_stays_light() -> None:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import attnbench.cli"],
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import attnbench.cli"], capture_output=True, text=True, check=True
+    ).stderr
     heavy = [m for m in ("torch", "pandas", "seaborn", "matplotlib") if re.search(rf"\|\s+{m}(\.|$)", out, re.M)]
     assert heavy == []
 
@@ -121,7 +122,23 @@ def test_cli_import_stays_light() -> None:
 @pytest.mark.slow
 def test_run_writes_the_report_by_default(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", "--suite", "smoke", "--impl", "sdpa,linear-cumsum", "--set", "N=64",
-                              "--set", "pass=fwd", "--set", "causal=true", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--suite",
+            "smoke",
+            "--impl",
+            "sdpa,linear-cumsum",
+            "--set",
+            "N=64",
+            "--set",
+            "pass=fwd",
+            "--set",
+            "causal=true",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()

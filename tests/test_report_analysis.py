@@ -19,9 +19,22 @@ def frame(laws: dict[str, tuple[str, object]], ns: list[int] = NS, pass_: str = 
     for impl, (family, law) in laws.items():
         for n in ns:
             t = law(n)  # type: ignore[operator]
-            rows.append({"impl": impl, "family": family, "pass": pass_, "N": n, "B": 1, "status": "ok",
-                         "time_ms_median": t, "peak_mib": t / 10, "causal": True, "dtype": "float32",
-                         "impl_params": "{}", **extra})
+            rows.append(
+                {
+                    "impl": impl,
+                    "family": family,
+                    "pass": pass_,
+                    "N": n,
+                    "B": 1,
+                    "status": "ok",
+                    "time_ms_median": t,
+                    "peak_mib": t / 10,
+                    "causal": True,
+                    "dtype": "float32",
+                    "impl_params": "{}",
+                    **extra,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -43,8 +56,12 @@ def test_fit_range_prefers_upper_part() -> None:
 
 
 def test_scaling_exponents_and_range() -> None:
-    df = frame({"softmax": ("softmax", lambda n: 1e-6 * n**2 + 50.0 * (n == 256)),  # overhead at small N
-                "linear-chunked": ("linear", lambda n: 0.01 * n)})
+    df = frame(
+        {
+            "softmax": ("softmax", lambda n: 1e-6 * n**2 + 50.0 * (n == 256)),  # overhead at small N
+            "linear-chunked": ("linear", lambda n: 0.01 * n),
+        }
+    )
     fits = an.scaling(df).set_index("impl")
     assert f"{fits.loc['softmax', 'exponent']:.3f}" == "2.000"
     assert f"{fits.loc['linear-chunked', 'exponent']:.3f}" == "1.000"
@@ -64,8 +81,13 @@ def test_scaling_flags_a_poor_fit() -> None:
 
 def test_crossover_interpolated_in_log_space() -> None:
     # ratio chunked/softmax = 1000/N: crosses 1 at N=1000, between measured 512 and 1024
-    df = frame({"softmax": ("softmax", lambda n: 1e-5 * n**2), "sdpa": ("softmax", lambda n: 5e-6 * n**2),
-                "linear-chunked": ("linear", lambda n: 1e-2 * n)})
+    df = frame(
+        {
+            "softmax": ("softmax", lambda n: 1e-5 * n**2),
+            "sdpa": ("softmax", lambda n: 5e-6 * n**2),
+            "linear-chunked": ("linear", lambda n: 1e-2 * n),
+        }
+    )
     x = an.crossovers(df).set_index("versus")
     assert x.loc["softmax", "crossover_n"] == pytest.approx(1000.0, rel=1e-9)
     assert x.loc["sdpa", "crossover_n"] == pytest.approx(2000.0, rel=1e-9)
@@ -83,8 +105,12 @@ def test_crossover_verdicts() -> None:
 
 
 def test_crossover_only_on_common_n() -> None:
-    df = pd.concat([frame({"softmax": ("softmax", lambda n: 1e-5 * n**2)}, ns=[256, 512, 1024]),
-                    frame({"linear-cumsum": ("linear", lambda n: 1e-2 * n)})])
+    df = pd.concat(
+        [
+            frame({"softmax": ("softmax", lambda n: 1e-5 * n**2)}, ns=[256, 512, 1024]),
+            frame({"linear-cumsum": ("linear", lambda n: 1e-2 * n)}),
+        ]
+    )
     x = an.crossovers(df).iloc[0]
     assert x["verdict"].startswith("faster from N ≈ 1000") and "512 and 1024" in x["verdict"]
 

@@ -173,10 +173,17 @@ def run(
 
 def _write_report(run_dir: Path) -> None:
     try:
-        from attnbench.report import build  # type: ignore[attr-defined]
+        from attnbench.report import build
     except ImportError:
         return
-    build(run_dir)
+    from attnbench.errors import UserError
+
+    try:
+        written = build(run_dir)
+    except UserError as exc:  # the results are stored; a report can be made later
+        print(f"report not written: {exc}", file=sys.stderr)
+        return
+    print(f"report: {written.get('html')} and {written.get('md')}", file=sys.stderr)
 
 
 def _sweep(run_dir: Path, todo: list[dict[str, Any]], options: dict[str, Any], total: int, already: int, run_points: Any) -> bool:

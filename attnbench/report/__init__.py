@@ -45,7 +45,10 @@ def build(
     from attnbench.report import markdown
     from attnbench.report.analysis import analyse
     from attnbench.report.frame import default_baseline
-    from attnbench.report.plots import make_charts
+    try:
+        from attnbench.report.plots import make_charts
+    except ImportError as exc:
+        raise UserError(f"the report needs seaborn and matplotlib ({exc}); pip install 'attnbench[report]'") from None
     from attnbench.report.tables import all_tables
     from attnbench.results import load_run
 

@@ -66,8 +66,18 @@ def scaling(df: pd.DataFrame, metric: str = "time_ms_median", min_n: float = FIT
         if not math.isnan(r2) and r2 < POOR_R2:
             notes.append(f"poor fit (R² {r2:.3f} < {POOR_R2}): not a single power law here")
         rows.append(
-            {"config": config, "impl": impl, "pass": pass_, "metric": metric, "exponent": slope, "r2": r2,
-             "points": len(ns), "n_lo": int(ns[0]), "n_hi": int(ns[-1]), "note": "; ".join(notes)}
+            {
+                "config": config,
+                "impl": impl,
+                "pass": pass_,
+                "metric": metric,
+                "exponent": slope,
+                "r2": r2,
+                "points": len(ns),
+                "n_lo": int(ns[0]),
+                "n_hi": int(ns[-1]),
+                "note": "; ".join(notes),
+            }
         )
     cols = ["config", "impl", "pass", "metric", "exponent", "r2", "points", "n_lo", "n_hi", "note"]
     return pd.DataFrame(rows, columns=cols)
@@ -76,7 +86,7 @@ def scaling(df: pd.DataFrame, metric: str = "time_ms_median", min_n: float = FIT
 def _families(df: pd.DataFrame) -> dict[str, str]:
     fam = df["family"] if "family" in df.columns else pd.Series(None, index=df.index)
     out: dict[str, str] = {}
-    for impl, f in zip(df["impl"].astype(str), fam):
+    for impl, f in zip(df["impl"].astype(str), fam, strict=True):
         if isinstance(f, str) and f:
             out.setdefault(impl, f)
         else:
@@ -129,8 +139,9 @@ def crossovers(df: pd.DataFrame, references: tuple[str, ...] = REFERENCES) -> pd
                 ns = [float(n) for n in both.columns]
                 ratio = (both.loc[impl] / both.loc[ref]).tolist()
                 n, verdict = crossover_n(ns, ratio)
-                rows.append({"config": config, "pass": pass_, "impl": impl, "versus": ref,
-                             "crossover_n": n, "verdict": verdict})
+                rows.append(
+                    {"config": config, "pass": pass_, "impl": impl, "versus": ref, "crossover_n": n, "verdict": verdict}
+                )
     return pd.DataFrame(rows, columns=["config", "pass", "impl", "versus", "crossover_n", "verdict"])
 
 
@@ -149,10 +160,15 @@ def frontier(df: pd.DataFrame) -> pd.DataFrame:
         above = grp[(grp["status"] != "ok") & ~(grp["N"] <= best)].sort_values("N")
         stop = above.iloc[0] if len(above) else None
         rows.append(
-            {"config": config, "impl": impl, "pass": pass_, "largest_ok_n": best,
-             "stopped_at_n": float(stop["N"]) if stop is not None else math.nan,
-             "status": str(stop["status"]) if stop is not None else "ran every N",
-             "reason": _text(stop.get("error")) if stop is not None else ""}
+            {
+                "config": config,
+                "impl": impl,
+                "pass": pass_,
+                "largest_ok_n": best,
+                "stopped_at_n": float(stop["N"]) if stop is not None else math.nan,
+                "status": str(stop["status"]) if stop is not None else "ran every N",
+                "reason": _text(stop.get("error")) if stop is not None else "",
+            }
         )
     cols = ["config", "impl", "pass", "largest_ok_n", "stopped_at_n", "status", "reason"]
     return pd.DataFrame(rows, columns=cols)
@@ -178,20 +194,33 @@ def correctness(df: pd.DataFrame) -> pd.DataFrame:
     Columns: config, impl, pass, checked, failed, max_err_out, max_err_grad, tolerance, first_failure.
     """
     data = with_config(df[df["status"] == "ok"])
-    data = data.assign(_grad=pd.concat([col(data, c) for c in ERR_COLS[1:]], axis=1).max(axis=1),
-                       _out=col(data, "err_out"), _tol=col(data, "tolerance"), _all=max_error(data))
+    data = data.assign(
+        _grad=pd.concat([col(data, c) for c in ERR_COLS[1:]], axis=1).max(axis=1),
+        _out=col(data, "err_out"),
+        _tol=col(data, "tolerance"),
+        _all=max_error(data),
+    )
     rows = []
     for (config, impl, pass_), grp in data.groupby(["config", "impl", "pass"], sort=False):
         checked = grp[grp["_all"].notna()] if "correct" not in grp else grp[grp["correct"].notna()]
         bad = grp[grp["correct"] == False] if "correct" in grp else grp.iloc[:0]  # noqa: E712
         first = bad.iloc[0] if len(bad) else None
         rows.append(
-            {"config": config, "impl": impl, "pass": pass_, "checked": len(checked), "failed": len(bad),
-             "max_err_out": grp["_out"].max(), "max_err_grad": grp["_grad"].max(), "tolerance": grp["_tol"].max(),
-             "first_failure": "" if first is None else f"N={int(first['N'])}: {_text(first.get('correctness_error'))}"}
+            {
+                "config": config,
+                "impl": impl,
+                "pass": pass_,
+                "checked": len(checked),
+                "failed": len(bad),
+                "max_err_out": grp["_out"].max(),
+                "max_err_grad": grp["_grad"].max(),
+                "tolerance": grp["_tol"].max(),
+                "first_failure": ""
+                if first is None
+                else f"N={int(first['N'])}: {_text(first.get('correctness_error'))}",
+            }
         )
-    cols = ["config", "impl", "pass", "checked", "failed", "max_err_out", "max_err_grad", "tolerance",
-            "first_failure"]
+    cols = ["config", "impl", "pass", "checked", "failed", "max_err_out", "max_err_grad", "tolerance", "first_failure"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -68,16 +68,22 @@ def points_data(df: pd.DataFrame) -> dict[str, Any]:
     columns: dict[str, Any] = {"impl": data["impl"], "pass": data["pass"]}
     if data["config"].astype(bool).any():
         columns["config"] = data["config"]
-    columns.update({
-        "N": data["N"], "status": data["status"], "median ms": col(data, "time_ms_median"),
-        "q1 ms": col(data, "time_ms_q1"), "q3 ms": col(data, "time_ms_q3"), "peak MiB": col(data, "peak_mib"),
-        "tokens/s": tokens * 1000 / col(data, "time_ms_median"),
-    })
+    columns.update(
+        {
+            "N": data["N"],
+            "status": data["status"],
+            "median ms": col(data, "time_ms_median"),
+            "q1 ms": col(data, "time_ms_q1"),
+            "q3 ms": col(data, "time_ms_q3"),
+            "peak MiB": col(data, "peak_mib"),
+            "tokens/s": tokens * 1000 / col(data, "time_ms_median"),
+        }
+    )
     for header, name in _OPTIONAL:
         if name in data.columns and col(data, name).notna().any():
             columns[header] = col(data, name)
     columns["max rel err"] = max_error(data)
-    columns["correct"] = data["correct"] if "correct" in data else None
+    columns["correct"] = data.get("correct")
     why = data["error"] if "error" in data else pd.Series("", index=data.index)
     if "correctness_error" in data:
         why = why.where(why.notna() & (why.astype(str) != ""), data["correctness_error"])
@@ -104,12 +110,15 @@ def table_html(t: Table) -> str:
 def chart_html(c: Chart) -> str:
     """A figure with the chart's PNG inlined as a data URI."""
     b64 = base64.b64encode(c.png.read_bytes()).decode("ascii")
-    return (f'<figure id="chart-{esc(c.key)}"><img class="chart" alt="{esc(c.title)}" '
-            f'src="data:image/png;base64,{b64}"><figcaption>{esc(c.title)}: {esc(c.caption)}</figcaption></figure>')
+    return (
+        f'<figure id="chart-{esc(c.key)}"><img class="chart" alt="{esc(c.title)}" '
+        f'src="data:image/png;base64,{b64}"><figcaption>{esc(c.title)}: {esc(c.caption)}</figcaption></figure>'
+    )
 
 
-def render(df: pd.DataFrame, meta: dict[str, Any], a: Analysis, charts: Sequence[Chart],
-           tables: Sequence[Table]) -> str:
+def render(
+    df: pd.DataFrame, meta: dict[str, Any], a: Analysis, charts: Sequence[Chart], tables: Sequence[Table]
+) -> str:
     """The whole HTML document as a string."""
     suite = meta.get("suite") or {}
     name = suite.get("name", "?") if isinstance(suite, dict) else suite

@@ -40,8 +40,9 @@ def headline(a: Analysis) -> list[str]:
     out = []
     for r in a.time_fits.to_dict("records"):
         cfg = f" ({r['config']})" if r["config"] else ""
-        out.append(f"{r['impl']} {r['pass']}{cfg}: time ∝ N^{r['exponent']:.2f} (R² {r['r2']:.3f}, "
-                   f"N {r['n_lo']}–{r['n_hi']})")
+        out.append(
+            f"{r['impl']} {r['pass']}{cfg}: time ∝ N^{r['exponent']:.2f} (R² {r['r2']:.3f}, N {r['n_lo']}–{r['n_hi']})"
+        )
     for r in a.crossovers.to_dict("records"):
         cfg = f" ({r['config']})" if r["config"] else ""
         out.append(f"{r['impl']} vs {r['versus']}, {r['pass']}{cfg}: {r['verdict']}")
@@ -56,8 +57,14 @@ def status_counts(df: Any) -> str:
     return f"{len(df)} points: {parts}; failed correctness {bad}"
 
 
-def render(df: Any, meta: dict[str, Any], a: Analysis, charts: Sequence[Chart], tables: Sequence[Table],
-           chart_prefix: str = "charts/") -> str:
+def render(
+    df: Any,
+    meta: dict[str, Any],
+    a: Analysis,
+    charts: Sequence[Chart],
+    tables: Sequence[Table],
+    chart_prefix: str = "charts/",
+) -> str:
     """The whole Markdown report as a string; chart links are ``chart_prefix + file name``."""
     suite = meta.get("suite") or {}
     name = suite.get("name", "?") if isinstance(suite, dict) else suite
@@ -72,8 +79,12 @@ def render(df: Any, meta: dict[str, Any], a: Analysis, charts: Sequence[Chart], 
     if charts:
         parts += ["### Charts", ""]
         for c in charts:
-            parts += [f"![{escape(c.title)}]({chart_prefix}{c.png.name})", "",
-                      f"_{escape(c.caption)}_ ([SVG]({chart_prefix}{c.svg.name}))", ""]
+            parts += [
+                f"![{escape(c.title)}]({chart_prefix}{c.png.name})",
+                "",
+                f"_{escape(c.caption)}_ ([SVG]({chart_prefix}{c.svg.name}))",
+                "",
+            ]
     parts += [table(t) for t in tables]
     parts += ["### Environment", "", "| key | value |", "|---|---|"]
     parts += [f"| {escape(k)} | {escape(v)} |" for k, v in a.environment]

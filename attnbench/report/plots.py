@@ -23,11 +23,17 @@ from matplotlib import ticker, transforms  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from attnbench.report import series  # noqa: E402
 from attnbench.report.frame import col, max_error, measured, passes, with_config  # noqa: E402
 
 STATUS_MARKERS = {"error": "x", "crashed": "X", "oom": "v", "timeout": "s", "skipped": "o"}
-STATUS_LABELS = {"error": "error", "crashed": "crashed", "oom": "out of memory", "timeout": "timeout",
-                 "skipped": "skipped"}
+STATUS_LABELS = {
+    "error": "error",
+    "crashed": "crashed",
+    "oom": "out of memory",
+    "timeout": "timeout",
+    "skipped": "skipped",
+}
 
 
 @dataclass
@@ -82,8 +88,17 @@ def _mark_failures(ax: Any, fails: pd.DataFrame, colours: dict[str, Any], impls:
         lane = impls.index(r["impl"]) if r["impl"] in impls else 0
         c = colours[r["impl"]]
         paint = {"facecolors": "none", "edgecolors": c} if r["status"] == "skipped" else {"color": c}
-        ax.scatter([r["N"]], [0.04 + 0.035 * lane], transform=blend, marker=STATUS_MARKERS.get(r["status"], "x"),
-                   s=30, linewidths=1.5, zorder=5, clip_on=False, **paint)
+        ax.scatter(
+            [r["N"]],
+            [0.04 + 0.035 * lane],
+            transform=blend,
+            marker=STATUS_MARKERS.get(r["status"], "x"),
+            s=30,
+            linewidths=1.5,
+            zorder=5,
+            clip_on=False,
+            **paint,
+        )
 
 
 def _make_room(ax: Any, lanes: int) -> None:
@@ -99,15 +114,31 @@ def _make_room(ax: Any, lanes: int) -> None:
 
 def _legend(fig: Figure, colours: dict[str, Any], impls: list[str], statuses: list[str], extra: list[Any]) -> None:
     handles = [Line2D([], [], color=colours[i], marker="o", ms=4, label=i) for i in impls]
-    handles += [Line2D([], [], color="0.25", marker=STATUS_MARKERS[s], ls="", ms=6, mew=1.5,
-                       mfc="none" if s == "skipped" else "0.25", label=f"{STATUS_LABELS[s]} (marked at its N)")
-                for s in STATUS_MARKERS if s in statuses]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="0.25",
+            marker=STATUS_MARKERS[s],
+            ls="",
+            ms=6,
+            mew=1.5,
+            mfc="none" if s == "skipped" else "0.25",
+            label=f"{STATUS_LABELS[s]} (marked at its N)",
+        )
+        for s in STATUS_MARKERS
+        if s in statuses
+    ]
     fig.legend(handles=handles + extra, loc="outside right center", fontsize=8, frameon=False)
 
 
 def _facet_chart(
-    df: pd.DataFrame, colours: dict[str, Any], title: str, ylabel: str,
-    value: Callable[[pd.DataFrame], pd.DataFrame], logy: bool = True,
+    df: pd.DataFrame,
+    colours: dict[str, Any],
+    title: str,
+    ylabel: str,
+    value: Callable[[pd.DataFrame], pd.DataFrame],
+    logy: bool = True,
     decorate: Callable[[Any, pd.DataFrame], list[Any]] | None = None,
 ) -> Figure:
     """One panel per (config, pass). ``value`` maps a panel's ok rows to columns N, impl, y
@@ -126,8 +157,17 @@ def _facet_chart(
             yerr = None
             if "lo" in grp and grp["lo"].notna().all():
                 yerr = np.vstack([(grp["y"] - grp["lo"]).clip(lower=0), (grp["hi"] - grp["y"]).clip(lower=0)])
-            ax.errorbar(grp["N"], grp["y"], yerr=yerr, color=colours[impl], marker="o", ms=3.5, lw=1.4,
-                        capsize=2.5, elinewidth=1)
+            ax.errorbar(
+                grp["N"],
+                grp["y"],
+                yerr=yerr,
+                color=colours[impl],
+                marker="o",
+                ms=3.5,
+                lw=1.4,
+                capsize=2.5,
+                elinewidth=1,
+            )
         if logy and len(panel):
             ax.set_yscale("log")
         ax.set_ylabel(ylabel)
@@ -139,30 +179,6 @@ def _facet_chart(
         _mark_failures(ax, here, colours, impls)
     _legend(fig, colours, impls, sorted(set(fails["status"])), extra)
     return fig
-
-
-def _time(g: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"N": g["N"], "impl": g["impl"], "y": col(g, "time_ms_median"),
-                         "lo": col(g, "time_ms_q1"), "hi": col(g, "time_ms_q3")})
-
-
-def _memory(g: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"N": g["N"], "impl": g["impl"], "y": col(g, "peak_mib")})
-
-
-def _tokens(g: pd.DataFrame) -> pd.DataFrame:
-    tokens = col(g, "B").fillna(1) * g["N"]
-    return pd.DataFrame({"N": g["N"], "impl": g["impl"], "y": tokens * 1000 / col(g, "time_ms_median"),
-                         "lo": tokens * 1000 / col(g, "time_ms_q3"), "hi": tokens * 1000 / col(g, "time_ms_q1")})
-
-
-def _tflops(g: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"N": g["N"], "impl": g["impl"], "y": col(g, "tflops")})
-
-
-def _errors(g: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"N": g["N"], "impl": g["impl"], "y": max_error(g).clip(lower=1e-17),
-                         "tol": col(g, "tolerance")})
 
 
 def _tolerance_line(ax: Any, panel: pd.DataFrame) -> list[Any]:
@@ -178,43 +194,79 @@ def _parity_line(ax: Any, panel: pd.DataFrame) -> list[Any]:
     return [Line2D([], [], color="0.4", ls="--", label="as fast as baseline")]
 
 
-def _speedup_value(df: pd.DataFrame, baseline: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    def value(g: pd.DataFrame) -> pd.DataFrame:
-        base = g[g["impl"] == baseline].groupby("N")["time_ms_median"].median()
-        g = g[g["impl"] != baseline]  # the baseline is the dashed line at 1
-        return pd.DataFrame({"N": g["N"], "impl": g["impl"], "y": g["N"].map(base) / col(g, "time_ms_median")})
-
-    return value
-
-
 def make_charts(df: pd.DataFrame, out_dir: Path, baseline: str | None = None, dpi: int = 90) -> list[Chart]:
     """Draw every chart the data allows into ``out_dir`` (PNG and SVG); return them in order."""
     out_dir.mkdir(parents=True, exist_ok=True)
     colours = palette(list(df["impl"].astype(str)))
     ok = measured(df)
     specs: list[tuple[str, str, str, Callable[[], Figure]]] = [
-        ("latency", "Latency vs sequence length", "median time per call; bars span the 25th–75th percentile",
-         lambda: _facet_chart(df, colours, "Latency vs N (median, IQR bars)", "ms per call", _time)),
-        ("memory", "Peak memory vs sequence length", "peak memory of one call beyond its inputs",
-         lambda: _facet_chart(df, colours, "Peak memory vs N", "peak MiB", _memory)),
-        ("throughput", "Throughput vs sequence length", "tokens (B·N) processed per second",
-         lambda: _facet_chart(df, colours, "Throughput vs N", "tokens / s", _tokens)),
+        (
+            "latency",
+            "Latency vs sequence length",
+            "median time per call; bars span the 25th–75th percentile",
+            lambda: _facet_chart(df, colours, "Latency vs N (median, IQR bars)", "ms per call", series.time_series),
+        ),
+        (
+            "memory",
+            "Peak memory vs sequence length",
+            "peak memory of one call beyond its inputs",
+            lambda: _facet_chart(df, colours, "Peak memory vs N", "peak MiB", series.memory_series),
+        ),
+        (
+            "throughput",
+            "Throughput vs sequence length",
+            "tokens (B·N) processed per second",
+            lambda: _facet_chart(df, colours, "Throughput vs N", "tokens / s", series.tokens_series),
+        ),
     ]
     if col(ok, "tflops").notna().any():
-        specs.append(("tflops", "TFLOP/s vs sequence length", "achieved TFLOP/s",
-                      lambda: _facet_chart(df, colours, "TFLOP/s vs N", "TFLOP/s", _tflops)))
+        specs.append(
+            (
+                "tflops",
+                "TFLOP/s vs sequence length",
+                "achieved TFLOP/s",
+                lambda: _facet_chart(df, colours, "TFLOP/s vs N", "TFLOP/s", series.tflops_series),
+            )
+        )
     if baseline is not None and baseline in set(ok["impl"]):
-        specs.append(("speedup", f"Speedup over {baseline}", f"{baseline} time / impl time (> 1: faster)",
-                      lambda: _facet_chart(df, colours, f"Speedup over {baseline}", "× faster",
-                                           _speedup_value(df, baseline), decorate=_parity_line)))
+        specs.append(
+            (
+                "speedup",
+                f"Speedup over {baseline}",
+                f"{baseline} time / impl time (> 1: faster)",
+                lambda: _facet_chart(
+                    df,
+                    colours,
+                    f"Speedup over {baseline}",
+                    "× faster",
+                    series.speedup_series(df, baseline),
+                    decorate=_parity_line,
+                ),
+            )
+        )
     if max_error(ok).notna().any():
-        specs.append(("correctness", "Correctness error vs sequence length",
-                      "max relative error of out, dq, dk, dv against the float64 reference",
-                      lambda: _facet_chart(df, colours, "Max relative error vs N", "relative error", _errors,
-                                           decorate=_tolerance_line)))
+        specs.append(
+            (
+                "correctness",
+                "Correctness error vs sequence length",
+                "max relative error of out, dq, dk, dv against the float64 reference",
+                lambda: _facet_chart(
+                    df,
+                    colours,
+                    "Max relative error vs N",
+                    "relative error",
+                    series.error_series,
+                    decorate=_tolerance_line,
+                ),
+            )
+        )
     charts = []
-    style = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
-             "svg.fonttype": "none", "svg.hashsalt": "attnbench"}
+    style = {
+        **sns.axes_style("whitegrid"),
+        **sns.plotting_context("notebook", font_scale=0.85),
+        "svg.fonttype": "none",
+        "svg.hashsalt": "attnbench",
+    }
     with matplotlib.rc_context(style):
         for key, title, caption, draw in specs:
             fig = draw()

@@ -46,7 +46,7 @@ def n_text(value: Any) -> str:
 def _with_config(headers: list[str], rows: list[list[str]], configs: list[str]) -> tuple[list[str], list[list[str]]]:
     if not any(configs):
         return headers, rows
-    return headers[:2] + ["config"] + headers[2:], [r[:2] + [c] + r[2:] for r, c in zip(rows, configs)]
+    return headers[:2] + ["config"] + headers[2:], [r[:2] + [c] + r[2:] for r, c in zip(rows, configs, strict=True)]
 
 
 def scaling_table(a: Analysis) -> Table:
@@ -58,15 +58,29 @@ def scaling_table(a: Analysis) -> Table:
     for r in merged.to_dict("records"):
         notes = [x for x in (r.get("note_t"), r.get("note_m") and f"memory: {r['note_m']}") if isinstance(x, str) and x]
         rng = f"{n_text(r.get('n_lo_t'))}–{n_text(r.get('n_hi_t'))} ({n_text(r.get('points_t'))} pts)"
-        rows.append([str(r["impl"]), str(r["pass"]), num(r.get("exponent_t"), ".2f"), num(r.get("r2_t"), ".3f"),
-                     num(r.get("exponent_m"), ".2f"), num(r.get("r2_m"), ".3f"), rng, "; ".join(notes)])
+        rows.append(
+            [
+                str(r["impl"]),
+                str(r["pass"]),
+                num(r.get("exponent_t"), ".2f"),
+                num(r.get("r2_t"), ".3f"),
+                num(r.get("exponent_m"), ".2f"),
+                num(r.get("r2_m"), ".3f"),
+                rng,
+                "; ".join(notes),
+            ]
+        )
         configs.append(str(r["config"]))
     headers, rows = _with_config(
         ["impl", "pass", "time exponent", "time R²", "memory exponent", "memory R²", "time fit over N", "note"],
-        rows, configs)
-    note = ("Least-squares slope of log(time) and log(peak memory) against log(N): 1 is linear, 2 quadratic. "
-            "Only N ≥ 1024 is fitted when there are at least 3 such points (small N is dominated by fixed "
-            "per-call overhead); otherwise every measured N.")
+        rows,
+        configs,
+    )
+    note = (
+        "Least-squares slope of log(time) and log(peak memory) against log(N): 1 is linear, 2 quadratic. "
+        "Only N ≥ 1024 is fitted when there are at least 3 such points (small N is dominated by fixed "
+        "per-call overhead); otherwise every measured N."
+    )
     return Table("scaling", "Scaling exponents", headers, rows, note)
 
 
@@ -77,9 +91,11 @@ def crossover_table(a: Analysis) -> Table:
         rows.append([str(r["impl"]), str(r["pass"]), str(r["versus"]), n_text(r["crossover_n"]), str(r["verdict"])])
         configs.append(str(r["config"]))
     headers, rows = _with_config(["impl", "pass", "versus", "crossover N", "verdict"], rows, configs)
-    note = ("The sequence length above which the linear impl's median time is below the reference's, "
-            "interpolated in log-log space between the two measured N around the crossing; "
-            "only N where both ran are compared.")
+    note = (
+        "The sequence length above which the linear impl's median time is below the reference's, "
+        "interpolated in log-log space between the two measured N around the crossing; "
+        "only N where both ran are compared."
+    )
     return Table("crossover", "Crossover sequence length", headers, rows, note)
 
 
@@ -87,8 +103,16 @@ def frontier_table(a: Analysis) -> Table:
     """The largest N each impl ran and what stopped it."""
     rows, configs = [], []
     for r in a.frontier.to_dict("records"):
-        rows.append([str(r["impl"]), str(r["pass"]), n_text(r["largest_ok_n"]) or "none",
-                     n_text(r["stopped_at_n"]), str(r["status"]), str(r["reason"])])
+        rows.append(
+            [
+                str(r["impl"]),
+                str(r["pass"]),
+                n_text(r["largest_ok_n"]) or "none",
+                n_text(r["stopped_at_n"]),
+                str(r["status"]),
+                str(r["reason"]),
+            ]
+        )
         configs.append(str(r["config"]))
     headers, rows = _with_config(["impl", "pass", "largest N run", "stopped at N", "status", "reason"], rows, configs)
     return Table("frontier", "How far each impl got", headers, rows)
@@ -98,13 +122,24 @@ def correctness_table(a: Analysis) -> Table:
     """Points checked and failed, worst errors, per impl and pass."""
     rows, configs = [], []
     for r in a.correctness.to_dict("records"):
-        rows.append([str(r["impl"]), str(r["pass"]), str(r["checked"]), str(r["failed"]),
-                     num(r["max_err_out"], ".2e"), num(r["max_err_grad"], ".2e"), num(r["tolerance"], ".0e"),
-                     str(r["first_failure"])])
+        rows.append(
+            [
+                str(r["impl"]),
+                str(r["pass"]),
+                str(r["checked"]),
+                str(r["failed"]),
+                num(r["max_err_out"], ".2e"),
+                num(r["max_err_grad"], ".2e"),
+                num(r["tolerance"], ".0e"),
+                str(r["first_failure"]),
+            ]
+        )
         configs.append(str(r["config"]))
     headers, rows = _with_config(
         ["impl", "pass", "checked", "failed", "max err out", "max err grads", "tolerance", "first failure"],
-        rows, configs)
+        rows,
+        configs,
+    )
     note = "Relative error ||x − ref|| / ||ref|| against the float64 reference; grads are dq, dk, dv."
     return Table("correctness", "Correctness", headers, rows, note)
 
@@ -114,8 +149,10 @@ def failures_table(a: Analysis) -> Table | None:
     f = a.failures
     if not len(f):
         return None
-    rows = [[str(r["impl"]), str(r["pass"]), n_text(r["N"]), str(r["status"]), str(r["why"])]
-            for r in f.head(MAX_FAILURE_ROWS).to_dict("records")]
+    rows = [
+        [str(r["impl"]), str(r["pass"]), n_text(r["N"]), str(r["status"]), str(r["why"])]
+        for r in f.head(MAX_FAILURE_ROWS).to_dict("records")
+    ]
     headers, rows = _with_config(["impl", "pass", "N", "status", "why"], rows, [str(c) for c in f["config"]])
     note = f"first {MAX_FAILURE_ROWS} of {len(f)}" if len(f) > MAX_FAILURE_ROWS else ""
     return Table("failures", "Points that did not run or failed correctness", headers, rows, note)
