@@ -142,3 +142,12 @@ def test_run_writes_the_report_by_default(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()
+
+
+def test_dollar_signs_in_names_are_not_mathtext(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE, run_dir)
+    journal = run_dir / "journal.jsonl"
+    journal.write_text(journal.read_text().replace('"linear-recurrent"', '"cost $x^2$ $bad{"'))
+    written = build(run_dir, formats=("md",), baseline="cost $x^2$ $bad{")
+    assert (written["charts"] / "speedup.png").exists()

@@ -47,6 +47,11 @@ class Chart:
     svg: Path
 
 
+def literal(text: str) -> str:
+    """``text`` with ``$`` escaped, so an impl's name is never parsed as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def _n_label(n: float, _pos: Any = None) -> str:
     n = int(round(n))
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
@@ -67,7 +72,7 @@ def _grid(data: pd.DataFrame, title: str) -> tuple[Figure, dict[tuple[str, str],
     for i, config in enumerate(rows):
         for j, pass_ in enumerate(cols):
             ax = axes[i][j]
-            ax.set_title(pass_ + (f"  ({config})" if config else ""), fontsize=10)
+            ax.set_title(literal(pass_ + (f"  ({config})" if config else "")), fontsize=10)
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(_n_label))
             ax.xaxis.set_minor_locator(ticker.NullLocator())
@@ -77,7 +82,7 @@ def _grid(data: pd.DataFrame, title: str) -> tuple[Figure, dict[tuple[str, str],
     ns = data["N"].dropna()
     if len(ns):  # every N of the run, so failure markers past the last measured point stay inside
         axes[0][0].set_xlim(ns.min() / 1.25, ns.max() * 1.25)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(literal(title), fontsize=12)
     return fig, grid
 
 
@@ -113,7 +118,7 @@ def _make_room(ax: Any, lanes: int) -> None:
 
 
 def _legend(fig: Figure, colours: dict[str, Any], impls: list[str], statuses: list[str], extra: list[Any]) -> None:
-    handles = [Line2D([], [], color=colours[i], marker="o", ms=4, label=i) for i in impls]
+    handles = [Line2D([], [], color=colours[i], marker="o", ms=4, label=literal(i)) for i in impls]
     handles += [
         Line2D(
             [],
