@@ -120,3 +120,22 @@ def test_hostile_names_are_text_and_run_nothing(page: tuple[Any, dict[str, list[
     assert pg.eval_on_selector_all("b", "xs => xs.length") == 0
     assert pg.eval_on_selector_all("script", "xs => xs.length") == 2
     assert seen["dialog"] == [] and seen["pageerror"] == []
+
+
+def test_committed_example_report_renders(browser: Any) -> None:
+    example = Path(__file__).parents[1] / "reports" / "example-cpu-seqlen" / "report.html"
+    if not example.exists():
+        pytest.skip(f"{example} is not in this checkout")
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(example.as_uri())
+    pg.wait_for_load_state("load")
+    widths = pg.eval_on_selector_all("img", "xs => xs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) >= 5 and all(w > 0 for w in widths), widths
+    assert errors == []
+    pg.click("#results thead th:text-is('N')")
+    ns = [int(n) for n in _column(pg, "N")]
+    assert ns == sorted(ns) and len(ns) > 0
+    pg.close()

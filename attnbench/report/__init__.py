@@ -45,6 +45,7 @@ def build(
     from attnbench.report import markdown
     from attnbench.report.analysis import analyse
     from attnbench.report.frame import default_baseline
+
     try:
         from attnbench.report.plots import make_charts
     except ImportError as exc:
