@@ -82,6 +82,8 @@ def _grid(data: pd.DataFrame, title: str) -> tuple[Figure, dict[tuple[str, str],
     ns = data["N"].dropna()
     if len(ns):  # every N of the run, so failure markers past the last measured point stay inside
         axes[0][0].set_xlim(ns.min() / 1.25, ns.max() * 1.25)
+        if ns.nunique() <= 9:  # tick exactly the measured N (they need not be powers of 2)
+            axes[0][0].xaxis.set_major_locator(ticker.FixedLocator(sorted(ns.unique())))
     fig.suptitle(literal(title), fontsize=12)
     return fig, grid
 
