@@ -49,6 +49,12 @@ def _with_config(headers: list[str], rows: list[list[str]], configs: list[str]) 
     return headers[:2] + ["config"] + headers[2:], [r[:2] + [c] + r[2:] for r, c in zip(rows, configs, strict=True)]
 
 
+def _notes(note: Any) -> list[str]:
+    """A fit's notes, less the range one (the table has a column for the range)."""
+    parts = note.split("; ") if isinstance(note, str) and note else []
+    return [p for p in parts if "left out" not in p]
+
+
 def scaling_table(a: Analysis) -> Table:
     """Time and memory exponents side by side, per impl and pass."""
     t, m = a.time_fits, a.memory_fits
@@ -56,7 +62,7 @@ def scaling_table(a: Analysis) -> Table:
     merged = t.merge(m, on=keys, how="outer", suffixes=("_t", "_m")) if len(t) or len(m) else t
     rows, configs = [], []
     for r in merged.to_dict("records"):
-        notes = [x for x in (r.get("note_t"), r.get("note_m") and f"memory: {r['note_m']}") if isinstance(x, str) and x]
+        notes = [f"{what}{n}" for what, key in (("", "note_t"), ("memory: ", "note_m")) for n in _notes(r.get(key))]
         rng = f"{n_text(r.get('n_lo_t'))}–{n_text(r.get('n_hi_t'))} ({n_text(r.get('points_t'))} pts)"
         rows.append(
             [
