@@ -10,6 +10,7 @@ from attnbench.commands.compare import compare
 from attnbench.commands.env import env_cmd
 from attnbench.commands.export import export
 from attnbench.commands.list_ import list_cmd
+from attnbench.commands.report import report
 from attnbench.commands.run import run
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command("env")(env_cmd)
 app.command("compare")(compare)
 app.command("export")(export)
 app.add_typer(baseline_app, name="baseline")
+app.command("report")(report)
 
 
 def main() -> None:

@@ -216,10 +216,17 @@ def _device_facts(
 
 def _write_report(run_dir: Path) -> None:
     try:
-        from attnbench.report import build  # type: ignore[attr-defined]
+        from attnbench.report import build
     except ImportError:
         return
-    build(run_dir)
+    from attnbench.errors import UserError
+
+    try:
+        written = build(run_dir)
+    except UserError as exc:  # the results are stored; a report can be made later
+        print(f"report not written: {exc}", file=sys.stderr)
+        return
+    print(f"report: {written.get('html')} and {written.get('md')}", file=sys.stderr)
 
 
 def _sweep(
