@@ -1,8 +1,9 @@
 """Compiled causal linear attention (C++/OpenMP on CPU, CUDA on GPU), built on first use.
 
-The kernels (``kernels/causal_product/``) compute the full normalised causal linear attention,
-phi = elu + 1 inside, with a linear-memory backward (Eq. 13-15): prefix sum for dq, suffix
-sum for dk and dv, only a D x M state in flight. Sources are compiled with
+The kernels (``kernels/causal_product/``) compute the full normalised causal linear attention
+from the features phi(q), phi(k) (phi = elu + 1 is applied here, by PyTorch, so autograd carries
+the gradient on to raw q and k), with a linear-memory backward (Eq. 13-15): prefix sum for
+d phi(q), suffix sum for d phi(k) and dv, only a D x M state in flight. Sources are compiled with
 ``torch.utils.cpp_extension.load`` (ninja) into ``$ATTNBENCH_KERNEL_CACHE`` (default
 ``~/.cache/attnbench/kernels``)/<hash of sources, torch version, CPU flags>.
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from attnbench.impls.common import check_shapes
+from attnbench.impls.common import check_shapes, feature_map
 from attnbench.impls.registry import register
 
 SOURCE_DIR_NAME = "causal_product"
@@ -79,7 +80,7 @@ def cache_dir(kind: str, src: Path) -> Path:
 def _cflags() -> list[str]:
     # -march=native: the extension is built on the machine that runs it (the cache is keyed on the
     # CPU flags). OpenMP: at::parallel_for's pragma is compiled into this extension.
-    return ["-O3", "-march=native", "-fopenmp", "-std=c++17"]
+    return ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
 
 
 def _why_not_buildable(device: str) -> str | None:
@@ -153,21 +154,30 @@ def load_extension(device: str = "cpu", *, verbose: bool = False) -> ModuleType:
 
 
 class CausalProduct(torch.autograd.Function):
-    """Normalised causal linear attention; q, k: [B, H, N, D], v: [B, H, N, M] -> [B, H, N, M]."""
+    """Normalised causal linear attention from features.
+
+    qf, kf: [B, H, N, D] (phi already applied), v: [B, H, N, M] -> [B, H, N, M]. Saves the
+    inputs, the output and the [B, H, N] normaliser: O(N (D + M)) memory, never O(N D M).
+    """
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ext = load_extension(q.device.type)
-        out, den = ext.forward(q, k, v)
-        ctx.save_for_backward(q, k, v, out, den)
+    def forward(ctx: Any, qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ext = load_extension(qf.device.type)
+        out, den = ext.forward(qf, kf, v)
+        ctx.save_for_backward(qf, kf, v, out, den)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v, out, den = ctx.saved_tensors
-        ext = load_extension(q.device.type)
-        dq, dk, dv = ext.backward(q, k, v, out, den, grad_out)
-        return dq, dk, dv
+        qf, kf, v, out, den = ctx.saved_tensors
+        ext = load_extension(qf.device.type)
+        dqf, dkf, dv = ext.backward(qf, kf, v, out, den, grad_out)
+        return dqf, dkf, dv
+
+
+def causal_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """phi = elu + 1 on q and k (differentiable), then the compiled kernel."""
+    return CausalProduct.apply(feature_map(q), feature_map(k), v)
 
 
 def _cuda_limits(point: dict) -> str | None:
@@ -207,7 +217,7 @@ def linear_causal_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
     check_shapes(q, k, v)
     if q.device.type != "cpu":
         raise ValueError(f"linear-causal-cpu needs CPU tensors, got {q.device}")
-    return CausalProduct.apply(q, k, v)
+    return causal_product(q, k, v)
 
 
 @register(
@@ -235,4 +245,4 @@ def linear_causal_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cau
             f"linear-causal-cuda supports head dims D, M <= {CUDA_MAX_HEAD_DIM} "
             f"(per-thread register state); got D={d}, M={m}"
         )
-    return CausalProduct.apply(q, k, v)
+    return causal_product(q, k, v)

@@ -1,6 +1,9 @@
 // Python bindings of the causal-product kernels: checks, allocation, device dispatch.
 // Built with -DATTNBENCH_WITH_CUDA together with causal_product_cuda.cu for the CUDA extension.
-#include <torch/extension.h>
+// Not torch/extension.h (all of libtorch's C++ API): ATen plus the pybind11 tensor casters.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <vector>
 

@@ -1,4 +1,6 @@
 // CPU kernel of normalised causal linear attention, forward and linear-memory backward.
+// It takes the features phi(q), phi(k) (the Python wrapper applies elu + 1, vectorised by
+// PyTorch, and autograd carries the gradient on to raw q, k) and returns dL/dphi(q), dL/dphi(k).
 //
 // Chunked algorithm (docs/kernels.md): the sequence is cut into chunks of kChunk tokens. Inside
 // a chunk the causal part is a masked kChunk x kChunk product; across chunks a D x M state (and
@@ -8,9 +10,12 @@
 // All small products go through one register-blocked micro-kernel on GCC vector extensions
 // (RB rows x NV vectors of accumulators), over zero-padded scratch buffers, so D, M and the tail
 // chunk need no edge code. Work is spread over batch x heads with at::parallel_for (OpenMP).
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+// Narrow ATen includes (not ATen/ATen.h) keep the one-time build short.
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cstring>
@@ -25,6 +30,7 @@ namespace {
 constexpr int kChunk = 64;  // tokens per chunk (a multiple of kRB and of the vector width)
 constexpr int kRB = 4;      // rows per micro-kernel tile
 constexpr int kPad = 16;    // D and M are padded to a multiple of this in scratch
+constexpr int kMaxRowScratch = 256;
 
 template <typename T>
 struct VecT;
@@ -124,22 +130,23 @@ View<S> view_of(const at::Tensor& t, long long b, long long h) {
 }
 
 // Load rows [t0, t0+L) of x into dst[kChunk][ld] (row-major) and/or dstT[ld_rows][kChunk]
-// (transposed), as f(x); rows >= L and columns >= X are zero.
-template <typename S, typename T, typename F>
-void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT, F f) {
+// (transposed), converted to T; rows >= L and columns >= X are zero.
+template <typename S, typename T>
+void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT) {
   if (dst) std::fill(dst, dst + (long)kChunk * ld, T(0));
   if (dstT) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
-  for (int i = 0; i < L; ++i)
-    for (int c = 0; c < X; ++c) {
-      const T val = f(static_cast<T>(x.at(t0 + i, c)));
-      if (dst) dst[i * ld + c] = val;
-      if (dstT) dstT[c * kChunk + i] = val;
+  for (int i = 0; i < L; ++i) {
+    const S* row = &x.at(t0 + i, 0);
+    T* d = dst ? dst + i * ld : nullptr;
+    if (x.sx == 1) {  // the common contiguous-row case: a vectorisable loop
+      if (d)
+        for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c]);
+    } else if (d) {
+      for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c * x.sx]);
     }
-}
-
-template <typename T>
-T identity(T x) {
-  return x;
+    if (dstT)
+      for (int c = 0; c < X; ++c) dstT[c * kChunk + i] = d ? d[c] : static_cast<T>(row[c * x.sx]);
+  }
 }
 
 template <typename S>
@@ -159,9 +166,9 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       std::fill(z.begin(), z.end(), T(0));
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
-        load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, cp::phi<T>);
-        load_chunk(kv, t0, L, D, (T*)nullptr, Dp, KfT.data(), cp::phi<T>);
-        load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr, identity<T>);
+        load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr);
+        load_chunk(kv, t0, L, D, (T*)nullptr, Dp, KfT.data());
+        load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         // A = phi(Q) phi(K)^T, lower triangle.
         std::fill(A.begin(), A.end(), T(0));
         gemm_acc(Qf.data(), Dp, KfT.data(), kChunk, A.data(), kChunk, kChunk, kChunk, Dp, Tri::LowerOut);
@@ -198,15 +205,18 @@ void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* de
   if (G) std::fill(G, G + (long)kChunk * Mp, T(0));
   if (GT) std::fill(GT, GT + (long)Mp * kChunk, T(0));
   std::fill(gd, gd + kChunk, T(0));
-  std::vector<T> row(M);
+  T row[kMaxRowScratch];
   for (int i = 0; i < L; ++i) {
     const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
-    gd[i] = cp::grad_row<T>(
-        M, inv, [&](int c) { return static_cast<T>(g.at(t0 + i, c)); },
-        [&](int c) { return static_cast<T>(o.at(t0 + i, c)); }, row.data());
-    for (int c = 0; c < M; ++c) {
-      if (G) G[i * Mp + c] = row[c];
-      if (GT) GT[c * kChunk + i] = row[c];
+    for (int c0 = 0; c0 < M; c0 += kMaxRowScratch) {  // M in pieces: the scratch row is fixed-size
+      const int mc = std::min(M - c0, kMaxRowScratch);
+      gd[i] += cp::grad_row<T>(
+          mc, inv, [&](int c) { return static_cast<T>(g.at(t0 + i, c0 + c)); },
+          [&](int c) { return static_cast<T>(o.at(t0 + i, c0 + c)); }, row);
+      for (int c = 0; c < mc; ++c) {
+        if (G) G[i * Mp + c0 + c] = row[c];
+        if (GT) GT[(c0 + c) * kChunk + i] = row[c];
+      }
     }
   }
 }
@@ -235,8 +245,8 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       std::fill(z.begin(), z.end(), T(0));
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
-        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, cp::phi<T>);
-        load_chunk(vv, t0, L, M, (T*)nullptr, Mp, VT.data(), identity<T>);
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr);
+        load_chunk(vv, t0, L, M, (T*)nullptr, Mp, VT.data());
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), (T*)nullptr, gd.data());
         std::fill(P.begin(), P.end(), T(0));
         gemm_acc(G.data(), Mp, VT.data(), kChunk, P.data(), kChunk, kChunk, kChunk, Mp, Tri::LowerOut);
@@ -247,8 +257,7 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         gemm_acc(G.data(), Mp, St.data(), Dp, Out1.data(), Dp, kChunk, Dp, Mp, Tri::Full);
         for (int i = 0; i < L; ++i)
           for (int c = 0; c < D; ++c) {
-            const T x = static_cast<T>(qv.at(t0 + i, c));
-            dqv.at(t0 + i, c) = static_cast<S>((Out1[i * Dp + c] + gd[i] * z[c]) * cp::dphi(x));
+            dqv.at(t0 + i, c) = static_cast<S>(Out1[i * Dp + c] + gd[i] * z[c]);
           }
         gemm_acc(VT.data(), kChunk, Kf.data(), Dp, St.data(), Dp, Mp, Dp, kChunk, Tri::Full);
         for (int i = 0; i < L; ++i)
@@ -262,9 +271,9 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       for (int ci = nchunks - 1; ci >= 0; --ci) {
         const int t0 = ci * kChunk;
         const int L = std::min(kChunk, N - t0);
-        load_chunk(qv, t0, L, D, Qf.data(), Dp, QfT.data(), cp::phi<T>);
-        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, cp::phi<T>);
-        load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr, identity<T>);
+        load_chunk(qv, t0, L, D, Qf.data(), Dp, QfT.data());
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr);
+        load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), GT.data(), gd.data());
         // P = A^T (P[j][i] = a_ij for i >= j); P2 = B^T (P2[j][i] = G_i . v_j + gd_i for i >= j).
         std::fill(P.begin(), P.end(), T(0));
@@ -287,8 +296,7 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         gemm_acc(Kf.data(), Dp, R.data(), Mp, Out2.data(), Mp, kChunk, Mp, Dp, Tri::Full);
         for (int j = 0; j < L; ++j) {
           for (int c = 0; c < D; ++c) {
-            const T x = static_cast<T>(kv.at(t0 + j, c));
-            dkv.at(t0 + j, c) = static_cast<S>((Out1[j * Dp + c] + r[c]) * cp::dphi(x));
+            dkv.at(t0 + j, c) = static_cast<S>(Out1[j * Dp + c] + r[c]);
           }
           for (int c = 0; c < M; ++c) dvv.at(t0 + j, c) = static_cast<S>(Out2[j * Mp + c]);
         }

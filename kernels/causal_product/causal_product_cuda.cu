@@ -3,6 +3,9 @@
 // Kept light on purpose: only the CUDA runtime and the torch-free math header, so it compiles
 // against a CPU-only torch wheel's headers (tools/check_cuda_compile.py) and builds fast.
 //
+// Inputs are the features phi(q), phi(k) (applied by the Python wrapper); outputs are
+// dL/dphi(q), dL/dphi(k), dL/dv.
+//
 // Work mapping (docs/kernels.md): grid = (B * H, column tiles); each thread owns one column (or
 // row) of the D x M state in registers (length <= kCudaMaxHeadDim) and walks the sequence in
 // tiles of kTile timesteps staged in shared memory:
@@ -43,21 +46,14 @@ __device__ __forceinline__ float ld(const Operand& o, int H, int bh, long long t
   return to_f(p[(bh / H) * o.s.b + (bh % H) * o.s.h + t * o.s.n + x * o.s.x]);
 }
 
-// Stage rows [t0, t0 + kTile) x [0, X) of an operand into sh[kTile][R], through f; zero outside.
-template <typename S, int R, typename F>
-__device__ __forceinline__ void stage(float (*sh)[R], const Operand& o, int H, int bh, int N, int t0, int X, F f) {
+// Stage rows [t0, t0 + kTile) x [0, X) of an operand into sh[kTile][R]; zero outside.
+template <typename S, int R>
+__device__ __forceinline__ void stage(float (*sh)[R], const Operand& o, int H, int bh, int N, int t0, int X) {
   for (int e = threadIdx.x; e < kTile * X; e += blockDim.x) {
     const int t = e / X, x = e % X;
-    sh[t][x] = (t0 + t < N) ? f(ld<S>(o, H, bh, t0 + t, x)) : 0.f;
+    sh[t][x] = (t0 + t < N) ? ld<S>(o, H, bh, t0 + t, x) : 0.f;
   }
 }
-
-struct Phi {
-  __device__ float operator()(float x) const { return phi(x); }
-};
-struct Id {
-  __device__ float operator()(float x) const { return x; }
-};
 
 // Per tile: inv[t] = 1 / (den + eps) and, if G is given, G[t][c] = g * inv and gd[t] for c < M.
 template <typename S, int R>
@@ -95,8 +91,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(CudaArgs a) {
   S* out = static_cast<S*>(a.out_w);
   for (int t0 = 0; t0 < a.N; t0 += kTile) {
     __syncthreads();
-    stage<S, R>(qf, a.q, a.H, bh, a.N, t0, a.D, Phi());
-    stage<S, R>(kf, a.k, a.H, bh, a.N, t0, a.D, Phi());
+    stage<S, R>(qf, a.q, a.H, bh, a.N, t0, a.D);
+    stage<S, R>(kf, a.k, a.H, bh, a.N, t0, a.D);
     for (int e = threadIdx.x; e < kTile * kThreads; e += blockDim.x) {
       const int t = e / kThreads, c = blockIdx.y * kThreads + e % kThreads;
       vt[t][e % kThreads] = (t0 + t < a.N && c < a.M) ? ld<S>(a.v, a.H, bh, t0 + t, c) : 0.f;
@@ -129,14 +125,13 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(CudaArgs a) {
   }
 }
 
-// dq (prefix) when kSuffix is false, dk (suffix) when true: one thread per feature row d.
+// d phi(q) (prefix) when kSuffix is false, d phi(k) (suffix) when true: one thread per feature row d.
 template <typename S, int R, bool kSuffix>
 __global__ void __launch_bounds__(kThreads) dqk_kernel(CudaArgs a) {
   __shared__ float vt[kTile][R], G[kTile][R], inv[kTile], gd[kTile];
   const int bh = blockIdx.x, d = blockIdx.y * kThreads + threadIdx.x;
   const bool live = d < a.D;
   const Operand& own = kSuffix ? a.q : a.k;  // the operand whose phi drives this thread's state
-  const Operand& self = kSuffix ? a.k : a.q; // the operand whose gradient this thread writes
   S* grad = static_cast<S*>(kSuffix ? a.dk : a.dq);
   float s[R];
 #pragma unroll
@@ -146,14 +141,14 @@ __global__ void __launch_bounds__(kThreads) dqk_kernel(CudaArgs a) {
   for (int it = 0; it < ntiles; ++it) {
     const int t0 = (kSuffix ? ntiles - 1 - it : it) * kTile;
     __syncthreads();
-    stage<S, R>(vt, a.v, a.H, bh, a.N, t0, a.M, Id());
+    stage<S, R>(vt, a.v, a.H, bh, a.N, t0, a.M);
     stage_grad<S, R>(a, bh, t0, inv, G, gd);
     __syncthreads();
     const int tn = min(kTile, a.N - t0);
     for (int i = 0; i < tn; ++i) {
       const int t = kSuffix ? tn - 1 - i : i;
       const long long n = t0 + t;
-      const float f = live ? phi(ld<S>(own, a.H, bh, n, d)) : 0.f;
+      const float f = live ? ld<S>(own, a.H, bh, n, d) : 0.f;
       float acc;
       if (!kSuffix) {  // S[d, :] += phi(k)_d v; dphi(q)_d = S[d, :] . G + gd z_d
         acc = step_update_dot<R>(s, a.M, [&](int r) { return vt[t][r]; }, f, [&](int r) { return G[t][r]; });
@@ -164,10 +159,7 @@ __global__ void __launch_bounds__(kThreads) dqk_kernel(CudaArgs a) {
         zr += f * gd[t];
         acc += zr;
       }
-      if (live) {
-        const float x = ld<S>(self, a.H, bh, n, d);
-        grad[((long long)bh * a.N + n) * a.D + d] = from_f<S>(acc * dphi(x));
-      }
+      if (live) grad[((long long)bh * a.N + n) * a.D + d] = from_f<S>(acc);
     }
   }
 }
@@ -186,8 +178,8 @@ __global__ void __launch_bounds__(kThreads) dv_kernel(CudaArgs a) {
   for (int it = ntiles - 1; it >= 0; --it) {
     const int t0 = it * kTile;
     __syncthreads();
-    stage<S, R>(qf, a.q, a.H, bh, a.N, t0, a.D, Phi());
-    stage<S, R>(kf, a.k, a.H, bh, a.N, t0, a.D, Phi());
+    stage<S, R>(qf, a.q, a.H, bh, a.N, t0, a.D);
+    stage<S, R>(kf, a.k, a.H, bh, a.N, t0, a.D);
     stage_grad<S, R>(a, bh, t0, inv, nullptr, nullptr);
     __syncthreads();
     const int tn = min(kTile, a.N - t0);

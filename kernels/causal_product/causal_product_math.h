@@ -4,7 +4,10 @@
 // Torch-free on purpose: the .cu includes only this header and the CUDA runtime, so it
 // compiles against the headers of a CPU-only torch wheel (tools/check_cuda_compile.py).
 //
-// Notation (docs/kernels.md): phi(x) = elu(x) + 1; a_ij = phi(q_i) . phi(k_j) for j <= i;
+// The kernels take the features phi(q), phi(k) (phi = elu + 1 is applied by the Python wrapper,
+// vectorised by PyTorch, whose autograd then carries dL/dphi on to raw q and k).
+//
+// Notation (docs/kernels.md): a_ij = phi(q_i) . phi(k_j) for j <= i;
 //   num_i = sum_j a_ij v_j,  den_i = sum_j a_ij,  out_i = num_i / (den_i + EPS).
 // Backward with g_i = dL/dout_i and inv_i = 1 / (den_i + EPS):
 //   G_i  = g_i * inv_i                       (dL/dnum_i, an M-vector)
@@ -21,27 +24,10 @@
 #define CP_HD inline
 #endif
 
-#include <math.h>
-
 namespace causal_product {
 
 // The normaliser's epsilon: out = num / (den + EPS), the same value as attnbench.impls.common.EPS.
 constexpr double kEps = 1e-6;
-
-CP_HD float cp_exp(float x) { return expf(x); }
-CP_HD double cp_exp(double x) { return exp(x); }
-
-// phi(x) = elu(x) + 1: x + 1 for x > 0, exp(x) otherwise (strictly positive).
-template <typename T>
-CP_HD T phi(T x) {
-  return x > T(0) ? x + T(1) : cp_exp(x);
-}
-
-// d phi / dx: 1 for x > 0, exp(x) otherwise (as torch's elu backward, 1 at x = 0).
-template <typename T>
-CP_HD T dphi(T x) {
-  return x > T(0) ? T(1) : cp_exp(x);
-}
 
 // 1 / (den + EPS).
 template <typename T>
