@@ -238,11 +238,9 @@ def linear_causal_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cau
     """
     _causal_only(causal)
     _, _, _, d, m = check_shapes(q, k, v)
+    reason = _cuda_limits({"D": d, "M": m})
+    if reason is not None:
+        raise ValueError(reason)
     if q.device.type != "cuda":
         raise ValueError(f"linear-causal-cuda needs CUDA tensors, got {q.device}")
-    if d > CUDA_MAX_HEAD_DIM or m > CUDA_MAX_HEAD_DIM:
-        raise ValueError(
-            f"linear-causal-cuda supports head dims D, M <= {CUDA_MAX_HEAD_DIM} "
-            f"(per-thread register state); got D={d}, M={m}"
-        )
     return causal_product(q, k, v)

@@ -29,6 +29,7 @@ BUILTIN_MODULES = (
     "attnbench.impls.linear",
     "attnbench.impls.chunked",
     "attnbench.impls.recurrent",
+    "attnbench.impls.causal_product",
 )
 
 

@@ -27,8 +27,12 @@ namespace cp = causal_product;
 
 namespace {
 
-constexpr int kChunk = 64;  // tokens per chunk (a multiple of kRB and of the vector width)
-constexpr int kRB = 4;      // rows per micro-kernel tile
+#ifndef CP_CHUNK
+#define CP_CHUNK 32
+#endif
+constexpr int kChunk = CP_CHUNK;  // tokens per chunk (a multiple of 8 and of the vector width)
+constexpr int kRB = 4;      // rows per micro-kernel tile (kRB8 for one-vector-wide tiles)
+constexpr int kRB8 = 8;
 constexpr int kPad = 16;    // D and M are padded to a multiple of this in scratch
 constexpr int kMaxRowScratch = 256;
 
@@ -66,49 +70,55 @@ enum class Tri {
 };
 
 // Ct[RB][NV*W] += A[RB][k0:k1] * B[k0:k1][NV*W]; row-major operands with leading dims.
-template <typename T, int NV>
+template <typename T, int RB, int NV>
 inline void micro(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int k0, int k1) {
   using V = typename VecT<T>::type;
   constexpr int W = VecT<T>::W;
-  V acc[kRB][NV];
-  for (int r = 0; r < kRB; ++r)
+  V acc[RB][NV];
+  for (int r = 0; r < RB; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = vload<V>(Cm + r * ldc + v * W);
   for (int k = k0; k < k1; ++k) {
     V b[NV];
     for (int v = 0; v < NV; ++v) b[v] = vload<V>(B + (long)k * ldb + v * W);
-    for (int r = 0; r < kRB; ++r) {
+    for (int r = 0; r < RB; ++r) {
       const V a = V{} + A[r * lda + k];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
-  for (int r = 0; r < kRB; ++r)
+  for (int r = 0; r < RB; ++r)
     for (int v = 0; v < NV; ++v) vstore(Cm + r * ldc + v * W, acc[r][v]);
 }
 
-// C[rows][cols] += A[rows][K] * B[K][cols]. rows % kRB == 0, cols % W == 0 (scratch is padded).
+// C[rows][cols] += A[rows][K] * B[K][cols]. rows % 8 == 0, cols % W == 0 (scratch is padded).
+// Triangular products use one-vector-wide tiles of 8 rows so whole tiles can be skipped.
 template <typename T>
 void gemm_acc(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int rows, int cols, int K, Tri tri) {
   constexpr int W = VecT<T>::W;
-  for (int r0 = 0; r0 < rows; r0 += kRB) {
+  const bool tri_out = tri == Tri::LowerOut || tri == Tri::UpperOut;
+  const int rb = tri_out ? kRB8 : kRB;
+  for (int r0 = 0; r0 < rows; r0 += rb) {
     int k0 = 0, k1 = K;
-    if (tri == Tri::LowerA) k1 = std::min(K, r0 + kRB);
+    if (tri == Tri::LowerA) k1 = std::min(K, r0 + rb);
     if (tri == Tri::UpperA) k0 = r0;
     const T* Ar = A + (long)r0 * lda;
     T* Cr = Cm + (long)r0 * ldc;
+    if (tri_out) {
+      for (int c0 = 0; c0 < cols; c0 += W) {
+        const bool skip = (tri == Tri::LowerOut && c0 >= r0 + rb) || (tri == Tri::UpperOut && c0 + W <= r0);
+        if (!skip) micro<T, kRB8, 1>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
+      }
+      continue;
+    }
     int c0 = 0;
     while (c0 < cols) {
       const int nv = (cols - c0 >= 4 * W) ? 4 : (cols - c0 >= 2 * W) ? 2 : 1;
-      const int c1 = c0 + nv * W;
-      const bool skip = (tri == Tri::LowerOut && c0 >= r0 + kRB) || (tri == Tri::UpperOut && c1 <= r0);
-      if (!skip) {
-        if (nv == 4)
-          micro<T, 4>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
-        else if (nv == 2)
-          micro<T, 2>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
-        else
-          micro<T, 1>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
-      }
-      c0 = c1;
+      if (nv == 4)
+        micro<T, kRB, 4>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
+      else if (nv == 2)
+        micro<T, kRB, 2>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
+      else
+        micro<T, kRB, 1>(Ar, lda, B + c0, ldb, Cr + c0, ldc, k0, k1);
+      c0 += nv * W;
     }
   }
 }
