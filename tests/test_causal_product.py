@@ -25,8 +25,7 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
 def inputs(b: int, h: int, n: int, d: int, m: int, dtype: torch.dtype, device: str, seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return [
-        torch.randn(b, h, n, x, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-        for x in (d, d, m)
+        torch.randn(b, h, n, x, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype) for x in (d, d, m)
     ]
 
 
@@ -46,8 +45,8 @@ def check_against_reference(fn, q, k, v, tol: float, grad: torch.Tensor | None =
         grad = torch.randn(*q.shape[:3], v.shape[-1], dtype=q.dtype, device=q.device)
     got = run_fwd_bwd(fn, q, k, v, grad)
     ref = reference(q, k, v, grad)
-    errs = [rel_err(a, b) for a, b in zip(got, ref)]
-    for name, e in zip(("out", "dq", "dk", "dv"), errs):
+    errs = [rel_err(a, b) for a, b in zip(got, ref, strict=True)]
+    for name, e in zip(("out", "dq", "dk", "dv"), errs, strict=True):
         assert e < tol, f"{name}: relative error {e:.2e} >= {tol:.0e}"
     return errs
 
@@ -84,8 +83,11 @@ def test_cpu_low_precision(cpu_kernel, dtype, seed):
     grad = torch.randn(2, 2, 200, 48, dtype=dtype)
     errs = check_against_reference(cpu_kernel, q, k, v, TOL[dtype], grad)
     # Never much worse than plain PyTorch computing the same thing at this dtype.
-    torch_errs = [rel_err(a, b) for a, b in zip(run_fwd_bwd(linear_quadratic, q, k, v, grad), reference(q, k, v, grad))]
-    for e, te in zip(errs, torch_errs):
+    torch_errs = [
+        rel_err(a, b)
+        for a, b in zip(run_fwd_bwd(linear_quadratic, q, k, v, grad), reference(q, k, v, grad), strict=True)
+    ]
+    for e, te in zip(errs, torch_errs, strict=True):
         assert e < 3 * te + 1e-3
 
 
@@ -111,7 +113,7 @@ def test_cpu_non_contiguous_and_stride0_grad(cpu_kernel):
     cpu_kernel(qs, ks, vs, causal=True).sum().backward()
     ones = torch.ones(2, 3, 70, 24, dtype=torch.float64)
     ref = reference(q, k, v, ones)
-    for got, want in zip((qs.grad, ks.grad, vs.grad), ref[1:]):
+    for got, want in zip((qs.grad, ks.grad, vs.grad), ref[1:], strict=True):
         assert rel_err(got, want) < TOL[torch.float64]
 
 
@@ -179,7 +181,7 @@ def test_cuda_non_contiguous_and_stride0_grad(cuda_kernel):
     qs, ks, vs = (t.detach().clone().requires_grad_() for t in (q, k, v))
     cuda_kernel(qs, ks, vs, causal=True).sum().backward()
     ref = reference(q, k, v, torch.ones(2, 3, 70, 24, device="cuda"))
-    for got, want in zip((qs.grad, ks.grad, vs.grad), ref[1:]):
+    for got, want in zip((qs.grad, ks.grad, vs.grad), ref[1:], strict=True):
         assert rel_err(got, want) < TOL[torch.float32]
 
 

@@ -98,7 +98,7 @@ def _spawn(args: argparse.Namespace, impl: str, n: int, timing: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]}
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--ns", default="1024,2048,4096,8192,16384")
     ap.add_argument("--shape", default="1,4,64,64", help="B,H,D,M")
-    ap.add_argument("--memory-baseline", default="linear-cumsum", help="impl whose fwdbwd peak memory to compare ('' off)")
+    ap.add_argument(
+        "--memory-baseline", default="linear-cumsum", help="impl whose fwdbwd peak memory to compare ('' off)"
+    )
     ap.add_argument("--baseline-ns", default="1024,16384", help="N values for the baseline memory points")
     ap.add_argument("--point", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--no-timing", action="store_true", help=argparse.SUPPRESS)
@@ -117,14 +119,25 @@ def main(argv: list[str] | None = None) -> int:
     args.b, args.h, args.d, args.m = (int(x) for x in args.shape.split(","))
 
     if args.point:
-        res = run_point(args.point[0], args.b, args.h, int(args.point[1]), args.d, args.m, args.threads, args.reps,
-                        not args.no_timing)
+        res = run_point(
+            args.point[0],
+            args.b,
+            args.h,
+            int(args.point[1]),
+            args.d,
+            args.m,
+            args.threads,
+            args.reps,
+            not args.no_timing,
+        )
         print(json.dumps(res))
         return 0
 
     rate = mm_gflops(args.threads)
-    print(f"{args.impl}: fp32, B={args.b} H={args.h} D={args.d} M={args.m}, {args.threads} threads; "
-          f"torch.mm 2048^2 fp32: {rate:.1f} GFLOP/s")
+    print(
+        f"{args.impl}: fp32, B={args.b} H={args.h} D={args.d} M={args.m}, {args.threads} threads; "
+        f"torch.mm 2048^2 fp32: {rate:.1f} GFLOP/s"
+    )
     print(f"{'N':>6} {'fwd ms':>8} {'fwdbwd ms':>10} {'(min)':>8} {'peak MiB':>9} {'% mm':>6}")
     rows = {}
     for n in (int(x) for x in args.ns.split(",")):
@@ -135,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         flops = 12 * args.b * args.h * n * args.d * args.m
         pct = 100 * flops / (r["fwdbwd_ms"] * 1e-3) / (rate * 1e9)
-        print(f"{n:>6} {r['fwd_ms']:>8.1f} {r['fwdbwd_ms']:>10.1f} {r['fwdbwd_min_ms']:>8.1f} "
-              f"{r['peak_mib']:>9.1f} {pct:>5.1f}%")
+        print(
+            f"{n:>6} {r['fwd_ms']:>8.1f} {r['fwdbwd_ms']:>10.1f} {r['fwdbwd_min_ms']:>8.1f} "
+            f"{r['peak_mib']:>9.1f} {pct:>5.1f}%"
+        )
     if args.memory_baseline:
         for n in (int(x) for x in args.baseline_ns.split(",")):
             r = _spawn(args, args.memory_baseline, n, False)

@@ -94,7 +94,7 @@ def _demangle(names: list[str]) -> dict[str, str]:
     if not cxxfilt or not names:
         return {n: n for n in names}
     out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
-    return dict(zip(names, out)) if len(out) == len(names) else {n: n for n in names}
+    return dict(zip(names, out, strict=True)) if len(out) == len(names) else {n: n for n in names}
 
 
 def parse_ptxas(log: str) -> list[tuple[str, str, int, int, int]]:
@@ -109,7 +109,7 @@ def parse_ptxas(log: str) -> list[tuple[str, str, int, int, int]]:
             rows[-1][2] = int(m.group(1))
     names = _demangle([r[0] for r in rows])
     short = [re.sub(r"causal_product::\(anonymous namespace\)::", "", names[r[0]]) for r in rows]
-    return [(s, r[1], r[2], r[3], r[4]) for s, r in zip(short, rows)]
+    return [(s, r[1], r[2], r[3], r[4]) for s, r in zip(short, rows, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
