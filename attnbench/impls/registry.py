@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "attnbench.impls.chunked",
     "attnbench.impls.recurrent",
     "attnbench.impls.chunked_triton",
+    "attnbench.impls.causal_product",
 )
 
 
