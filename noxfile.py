@@ -11,13 +11,22 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "kernels"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH_SPEC = os.environ.get("ATTNBENCH_TORCH_SPEC", "torch==2.13.0")
 # Triton for the interpreter tests and the ahead-of-time compile check on a CPU machine. A CUDA
 # build of torch brings the Triton it was built with, so the gpu session does not install this.
 TRITON_SPEC = "triton==3.9.0"
+# nvcc and the CUDA headers from pip wheels, one release for all five (13.5's nvcc has no
+# matching cccl wheel): the CUDA compile check runs on a fresh machine without a CUDA install.
+NVCC_WHEELS = [
+    "nvidia-cuda-nvcc==13.2.86",
+    "nvidia-cuda-runtime==13.2.86",
+    "nvidia-cuda-crt==13.2.86",
+    "nvidia-nvvm==13.2.86",
+    "nvidia-cuda-cccl==13.2.86",
+]
 PY = "3.11"
 
 
@@ -47,6 +56,32 @@ def typecheck(session: nox.Session) -> None:
     """mypy on the package."""
     _install(session)
     session.run("mypy", "attnbench")
+
+
+@nox.session(python=PY)
+def kernels(session: nox.Session) -> None:
+    """Compile checks without a GPU: the CUDA kernel with nvcc from pip wheels for sm_80 and
+    sm_90 (registers and spills printed), the Triton kernels ahead of time for both, and the
+    kernel tests (the CPU twin against the float64 reference, the Triton interpreter)."""
+    _install(session)
+    session.install(TRITON_SPEC, *NVCC_WHEELS)
+    nvcc = session.run(
+        "python",
+        "-c",
+        "import sys; sys.path.insert(0, 'tools'); import check_cuda_compile as t; "
+        "print(next(str(d / 'bin' / 'nvcc') for d in t._wheel_dirs() if (d / 'bin' / 'nvcc').is_file()))",
+        silent=True,
+    ).strip()
+    session.run("python", "tools/check_cuda_compile.py", "--nvcc", nvcc)
+    session.run("python", "tools/check_triton_compile.py")
+    session.run(
+        "pytest",
+        "-q",
+        "tests/test_cuda_compile.py",
+        "tests/test_causal_product.py",
+        "tests/test_chunked_triton.py",
+        env={"NVCC": nvcc},
+    )
 
 
 @nox.session(python=PY)

@@ -54,6 +54,8 @@ def build(
     from attnbench.results import load_run
 
     df, _samples, meta = load_run(Path(run_dir))
+    from attnbench.results import load_steps
+
     if df is None or not len(df):
         raise UserError(f"run directory {str(run_dir)!r} holds no results yet")
     impls = set(df["impl"].astype(str))
@@ -65,11 +67,25 @@ def build(
     charts = make_charts(df, chart_dir, baseline)
     analysis = analyse(df, meta)
     tables = all_tables(df, analysis)
+    decode_md = _decode_section(df, load_steps(Path(run_dir)), chart_dir)
     written: dict[str, Path] = {"charts": chart_dir}
     if "md" in formats:
         written["md"] = out_dir / "report.md"
-        written["md"].write_text(markdown.render(df, meta, analysis, charts, tables), encoding="utf-8")
+        text = markdown.render(df, meta, analysis, charts, tables)
+        if decode_md:
+            text = text.rstrip("\n") + "\n\n" + decode_md.replace("](decode_", "](charts/decode_") + "\n"
+        written["md"].write_text(text, encoding="utf-8")
     if "html" in formats:
         written["html"] = out_dir / "report.html"
-        written["html"].write_text(html_report.render(df, meta, analysis, charts, tables), encoding="utf-8")
+        extra = html_report.markdown_block(decode_md, chart_dir) if decode_md else ""
+        written["html"].write_text(html_report.render(df, meta, analysis, charts, tables, extra), encoding="utf-8")
     return written
+
+
+def _decode_section(df: object, steps: object, chart_dir: Path) -> str:
+    """The autoregressive-decoding section (attnbench.decode.report), "" without decode points."""
+    if steps is None:
+        return ""
+    from attnbench.decode.report import decode_section
+
+    return decode_section(df, steps, chart_dir)

@@ -116,8 +116,51 @@ def chart_html(c: Chart) -> str:
     )
 
 
+def markdown_block(md: str, image_dir: Path) -> str:
+    """HTML for a Markdown section made of headings, paragraphs, pipe tables and image links
+    (the decode section's shape); every text escaped, images inlined from ``image_dir``."""
+    out: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if rows:
+            head, body = rows[0], rows[2:]
+            out.append("<table><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in head) + "</tr></thead><tbody>")
+            out.extend("<tr>" + "".join(f"<td>{esc(c.strip('*'))}</td>" for c in r) + "</tr>" for r in body)
+            out.append("</tbody></table>")
+            rows.clear()
+
+    for line in md.splitlines():
+        line = line.strip()
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+            continue
+        flush()
+        image = re.fullmatch(r"!\[(.*?)\]\((.*?)\)", line)
+        if image:
+            path = image_dir / Path(image.group(2)).name
+            if path.is_file():
+                b64 = base64.b64encode(path.read_bytes()).decode("ascii")
+                out.append(
+                    f'<figure><img class="chart" alt="{esc(image.group(1))}" src="data:image/png;base64,{b64}"></figure>'
+                )
+        elif line.startswith("### "):
+            out.append(f"<h3>{esc(line[4:])}</h3>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{esc(line[3:])}</h2>")
+        elif line:
+            out.append(f"<p>{esc(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
 def render(
-    df: pd.DataFrame, meta: dict[str, Any], a: Analysis, charts: Sequence[Chart], tables: Sequence[Table]
+    df: pd.DataFrame,
+    meta: dict[str, Any],
+    a: Analysis,
+    charts: Sequence[Chart],
+    tables: Sequence[Table],
+    extra_html: str = "",
 ) -> str:
     """The whole HTML document as a string."""
     suite = meta.get("suite") or {}
@@ -134,6 +177,8 @@ def render(
     if charts:
         body += ['<h2 id="charts">Charts</h2>', *[chart_html(c) for c in charts]]
     body += [table_html(t) for t in tables]
+    if extra_html:
+        body.append(extra_html)
     body += ['<h2 id="environment">Environment</h2>', '<table class="env"><tbody>']
     body += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in a.environment]
     body.append("</tbody></table>")
