@@ -49,24 +49,32 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from rich.markup import escape
+
     table = Table(title=f"implementations (availability on {device})")
     for col in ("name", "family", "modes", "devices", "dtypes", "bwd", "available", "origin"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "available"))
+    why: list[str] = []
     for it in impls:
-        avail = "[green]yes[/]" if it["available"] else f"[red]no[/]: {it['reason']}"
+        origin = str(it.get("origin", ""))
         table.add_row(
-            it["name"],
+            escape(it["name"]),
             it.get("family", "?"),
-            ",".join(it.get("causal", [])),
+            ",".join(c.replace("non-causal", "full") for c in it.get("causal", [])),
             ",".join(it.get("devices", [])),
-            ",".join(d.replace("float", "f") for d in it.get("dtypes", [])),
+            ",".join(d.replace("float", "f").replace("bf16", "bf16") for d in it.get("dtypes", [])),
             "yes" if it.get("backward") else "no",
-            avail,
-            it.get("origin", ""),
-            end_section=False,
+            "[green]yes[/]" if it["available"] else "[red]no[/]",
+            escape("builtin" if origin.startswith("attnbench.") else origin),
         )
+        if not it["available"]:
+            why.append(f"  {escape(it['name'])}: {escape(str(it['reason']))}")
     console = Console()
     console.print(table)
+    if why:
+        console.print("not available here:")
+        for line in why:
+            console.print(line)
     st = Table(title="suites")
     st.add_column("name")
     st.add_column("file")
