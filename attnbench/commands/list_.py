@@ -47,9 +47,8 @@ def list_cmd(
         print(json.dumps({"impls": impls, "suites": suites}, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     table = Table(title=f"implementations (availability on {device})")
     for col in ("name", "family", "modes", "devices", "dtypes", "bwd", "available", "origin"):
