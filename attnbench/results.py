@@ -61,7 +61,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "threads": ("", "torch intra-op threads"),
     "input_mib": ("MiB", "memory of q, k, v and the upstream gradient"),
     "peak_mib": ("MiB", "peak memory of one call beyond what existed before it (inputs excluded)"),
-    "mem_method": ("", "how peak_mib was measured (rss-hwm on CPU, cuda-allocator on GPU)"),
+    "mem_method": ("", "how peak_mib was measured: rss-hwm or torch-allocator on CPU, cuda-allocator on GPU"),
     "reference": ("", "what the float64 reference was (the family reference, or its chunked form past N=4096)"),
     "err_out": ("ratio", "||out - ref|| / ||ref|| against the float64 reference"),
     "err_dq": ("ratio", "relative error of dL/dq"),

@@ -57,10 +57,12 @@ TIMING_KEYS = {
     "target_rel_noise": float,
     "block_min_s": float,
     "timeout_s": float,
-    "rounds": int,  # worker processes per point, interleaved across the sweep (samples pooled)
+    "rounds": int,
+    "memory": str,  # CPU peak memory: "rss" (resident high-water mark, default) or "allocator" (torch's)  # worker processes per point, interleaved across the sweep (samples pooled)
     "clock": str,  # CPU timer: "wall" (perf_counter, default) or "process" (CPU time of the worker)
 }
 CLOCKS = ("wall", "process")
+MEMORY_METHODS = ("rss", "allocator")
 LIMIT_KEYS = ("max_N", "max_tokens")
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -188,6 +190,10 @@ def parse_suite(text: str, path: str) -> Suite:
         if key == "clock":
             if val not in CLOCKS:
                 raise _fail(f"{where} [timing]", key, val, f"one of {', '.join(CLOCKS)}")
+            continue
+        if key == "memory":
+            if val not in MEMORY_METHODS:
+                raise _fail(f"{where} [timing]", key, val, f"one of {', '.join(MEMORY_METHODS)}")
             continue
         if key in ("rounds", "min_samples") and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
             raise _fail(f"{where} [timing]", key, val, "a positive integer")

@@ -27,3 +27,19 @@ def test_peak_excludes_existing_memory_and_repeats():
     second, _, _ = cpu_peak_mib(work)  # freed memory returned to the OS: the peak shows again
     assert 14 <= first <= 30 and 14 <= second <= 30
     del keep
+
+
+def test_allocator_peak_is_exact_and_repeatable():
+    from attnbench.measure.memory import allocator_peak_mib
+
+    def work():
+        a = torch.ones(4 * 2**20 // 4)  # 4 MiB
+        b = a * 2  # 4 MiB more, both live
+        del a
+        return b.sum()
+
+    first = allocator_peak_mib(work)
+    second = allocator_peak_mib(work)
+    assert first[1] == "torch-allocator"
+    assert first[0] == second[0]
+    assert 8.0 <= first[0] < 8.1

@@ -67,3 +67,24 @@ def cpu_peak_mib(fn: Callable[[], T]) -> tuple[float | None, str, T]:
     if base is None or peak is None:
         return None, "unavailable: no VmRSS/VmHWM in /proc/self/status", result
     return max(0, peak - base) * 1024 / MIB, "rss-hwm", result
+
+
+def allocator_peak_mib(fn: Callable[[], T]) -> tuple[float, str, T]:
+    """(peak MiB of tensor memory live during one ``fn()`` call beyond what was live before it,
+    "torch-allocator", fn's result), from the allocation events torch's profiler records.
+
+    Deterministic (the same call gives the same bytes), unlike the resident high-water mark,
+    but it sees only what goes through torch's allocator, not other mallocs. The CI suite uses
+    it: a gate needs a number that does not move between identical runs.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak / MIB, "torch-allocator", result

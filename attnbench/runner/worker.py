@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._inductor.standalone_compile  # noqa: F401  (the profiler's first use imports it: 1.3 s per worker)
 import torch.fx.experimental.symbolic_shapes  # noqa: F401  (autograd.grad imports it lazily: 0.3 s per worker)
 
 from attnbench.impls import registry
 from attnbench.measure import correctness
 from attnbench.measure.inputs import make_inputs, make_pass
-from attnbench.measure.memory import MIB, cpu_peak_mib
+from attnbench.measure.memory import MIB, allocator_peak_mib, cpu_peak_mib
 from attnbench.measure.roofline import roofline_columns
 from attnbench.measure.stats import summarize
 from attnbench.measure.telemetry import PointTelemetry
@@ -65,14 +66,15 @@ def _time(device: str, fn: Any, tcfg: TimerConfig, options: dict[str, Any]) -> T
     return time_cpu(fn, tcfg)
 
 
-def _peak(device: str, fn: Any) -> tuple[dict[str, Any], Any]:
-    """(memory columns, fn's result) for one call of ``fn``."""
+def _peak(device: str, fn: Any, method: str = "rss") -> tuple[dict[str, Any], Any]:
+    """(memory columns, fn's result) for one call of ``fn``; on the CPU ``method`` is "rss"
+    (resident high-water mark) or "allocator" (torch's allocation events)."""
     if device == "cuda":
         from attnbench.measure.cuda_memory import cuda_peak_columns  # written for the GPU measurement issue
 
         return cuda_peak_columns(fn)
-    peak, method, result = cpu_peak_mib(fn)
-    return {"peak_mib": peak, "mem_method": method}, result
+    peak, used, result = allocator_peak_mib(fn) if method == "allocator" else cpu_peak_mib(fn)
+    return {"peak_mib": peak, "mem_method": used}, result
 
 
 def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +133,7 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             **timing.extra,
         )
         del fn
+        mem_method = str(options.get("timing", {}).get("memory", "rss"))
         leaves = correctness.check_leaves(inp, spec.backward)
         causal = bool(point["causal"])
 
@@ -138,9 +141,9 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             return correctness.run_impl_for_check(spec.fn, leaves, inp.g, causal, params, spec.backward)
 
         if point["pass"] == "fwdbwd":
-            mem, got = _peak(device, check_call)
+            mem, got = _peak(device, check_call, mem_method)
         else:
-            mem, _ = _peak(device, make_pass(spec.fn, inp, point, params))
+            mem, _ = _peak(device, make_pass(spec.fn, inp, point, params), mem_method)
         row.update(mem)
     except Exception as exc:
         row.update(status="oom" if _is_oom(exc) else "error", error=_one_line(exc))
