@@ -189,6 +189,13 @@ def test_decode_pass_through_the_cli(tmp_path):
     sp = speedups(df, steps)
     assert set(sp["impl"]) == {"softmax", "sdpa-recompute"} and sp["speedup_step"].notna().all()
 
+    rep = attnbench("report", str(tmp_path / "run"))
+    assert rep.returncode == 0, rep.stderr
+    md_text = (tmp_path / "run" / "report" / "report.md").read_text()
+    html_text = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "](charts/decode_latency.png)" in md_text
+    assert "<h2>Autoregressive decoding</h2>" in html_text and html_text.count("data:image/png;base64") >= 3
+
 
 @pytest.mark.parametrize(
     ("args", "msg"),
