@@ -229,3 +229,19 @@ def test_rounds_pool_samples_and_resume_per_round(tmp_path):
     assert res.returncode == 0, res.stderr
     rounds = [json.loads(x)["row"]["round"] for x in (out / "journal.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("suite", ["seqlen", "smoke", "ci", "decode", "decode-long"])
+def test_every_shipped_suite_runs_a_tiny_point(tmp_path, suite):
+    """Each suite's [timing] and other tables reach the worker intact (a key the timer does not
+    know once turned every point of the ci suite into an error row)."""
+    decode = suite.startswith("decode")
+    sizes = ["--set", "P=4", "--set", "T=16"] if decode else ["--set", "N=32", "--set", "B=1", "--set", "H=1"]
+    res = attnbench(
+        "run", "--suite", suite, "--impl", "linear-recurrent" if decode else "linear-chunked", *sizes,
+        "--set", "D=8", "--set", "M=8", "--max-time", "0.02", "--rounds", "1", "--no-report", "--json",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)["points"]
+    assert rows and all(r["status"] == "ok" and r["correct"] for r in rows), [(r["status"], r["error"]) for r in rows]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from attnbench.measure.stats import rel_noise_of_median
 
@@ -27,6 +27,12 @@ class TimerConfig:
     max_time_s: float = 2.0  # the cap: stop here even if the noise target is not met
     target_rel_noise: float = 0.01
     block_min_s: float = 0.002  # a sample's block of calls lasts at least this long
+
+    @classmethod
+    def from_timing(cls, timing: dict[str, object]) -> TimerConfig:
+        """The timer's fields of a suite's [timing] table (other keys belong to the runner)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in timing.items() if k in names})  # type: ignore[arg-type]
 
 
 @dataclass

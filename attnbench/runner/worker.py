@@ -108,9 +108,7 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
         return {"row": row, "samples": samples}
 
     params = {**spec.params, **point.get("params", {})}
-    tcfg = TimerConfig(
-        **{k: v for k, v in options.get("timing", {}).items() if k not in ("timeout_s", "clock", "rounds")}
-    )
+    tcfg = TimerConfig.from_timing(options.get("timing", {}))
     got = None
     try:
         inp = make_inputs(point, device)
