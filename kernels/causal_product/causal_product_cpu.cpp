@@ -18,6 +18,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -125,6 +126,44 @@ void gemm_acc(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int rows
 
 inline int pad_to(int x, int p) { return (x + p - 1) / p * p; }
 
+// phi(x) = elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise, in place over n elements (n % W == 0).
+// float: a vectorised exp (Cody-Waite reduction, degree-6 polynomial, ~1 ulp on x <= 0; x is
+// clamped at -87 so 2^n stays normal: phi there is ~1e-38 instead of smaller). double: std::exp.
+inline void phi_inplace(float* x, int n) {
+  using V = VecT<float>::type;
+  typedef int Vi __attribute__((vector_size(64)));
+  constexpr int W = VecT<float>::W;
+  for (int i = 0; i < n; i += W) {
+    const V a = vload<V>(x + i);
+    V t = a < 0.0f ? a : V{} + 0.0f;
+    t = t > -87.0f ? t : V{} - 87.0f;
+    const Vi ni = __builtin_convertvector(t * 1.44269504088896341f - 0.5f, Vi);  // round(t / ln 2), t <= 0
+    const V nf = __builtin_convertvector(ni, V);
+    V r = t - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    V p = V{} + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const Vi bits = (ni + 127) << 23;
+    V scale;
+    std::memcpy(&scale, &bits, sizeof(V));
+    const V e = p * scale;
+    vstore(x + i, a > 0.0f ? a + 1.0f : e);
+  }
+}
+inline void phi_inplace(double* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] + 1.0 : std::exp(x[i]);
+}
+// d phi / dx from phi itself: 1 for x > 0 (phi > 1), exp(x) = phi for x <= 0 (phi <= 1).
+template <typename T>
+inline T dphi_from_phi(T p) {
+  return p < T(1) ? p : T(1);
+}
+
 // A strided [N, X] view of one (batch, head) of a [B, H, N, X] tensor.
 template <typename S>
 struct View {
@@ -140,9 +179,10 @@ View<S> view_of(const at::Tensor& t, long long b, long long h) {
 }
 
 // Load rows [t0, t0+L) of x into dst[kChunk][ld] (row-major) and/or dstT[ld_rows][kChunk]
-// (transposed), converted to T; rows >= L and columns >= X are zero.
+// (transposed), converted to T; rows >= L and columns >= X are zero. With phi, the rows hold
+// phi(x) = elu(x) + 1 (dst is then required).
 template <typename S, typename T>
-void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT) {
+void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT, bool phi = false) {
   if (dst) std::fill(dst, dst + (long)kChunk * ld, T(0));
   if (dstT) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
   for (int i = 0; i < L; ++i) {
@@ -154,18 +194,23 @@ void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T*
     } else if (d) {
       for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c * x.sx]);
     }
+    if (phi) {
+      phi_inplace(d, ld);
+      for (int c = X; c < ld; ++c) d[c] = T(0);
+    }
     if (dstT)
       for (int c = 0; c < X; ++c) dstT[c * kChunk + i] = d ? d[c] : static_cast<T>(row[c * x.sx]);
   }
 }
 
-template <typename S>
+// Phi: q, k are raw and phi = elu + 1 is applied on load; else they are the features already.
+template <typename S, bool Phi>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out, at::Tensor& den) {
   using T = at::opmath_type<S>;
   const int B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), M = v.size(3);
   const int Dp = pad_to(D, kPad), Mp = pad_to(M, kPad);
   at::parallel_for(0, (int64_t)B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Qf(kChunk * Dp), KfT(Dp * kChunk), Vc(kChunk * Mp), A(kChunk * kChunk), Num(kChunk * Mp),
+    std::vector<T> Qf(kChunk * Dp), Kf(kChunk * Dp), KfT(Dp * kChunk), Vc(kChunk * Mp), A(kChunk * kChunk), Num(kChunk * Mp),
         S_(Dp * Mp), z(Dp);
     for (int64_t bh = begin; bh < end; ++bh) {
       const long long b = bh / H, h = bh % H;
@@ -176,8 +221,8 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       std::fill(z.begin(), z.end(), T(0));
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
-        load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr);
-        load_chunk(kv, t0, L, D, (T*)nullptr, Dp, KfT.data());
+        load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, Phi);
+        load_chunk(kv, t0, L, D, Phi ? Kf.data() : (T*)nullptr, Dp, KfT.data(), Phi);
         load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         // A = phi(Q) phi(K)^T, lower triangle.
         std::fill(A.begin(), A.end(), T(0));
@@ -231,7 +276,8 @@ void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* de
   }
 }
 
-template <typename S>
+// Phi: q, k are raw (phi applied on load) and dq, dk are gradients w.r.t. raw q, k.
+template <typename S, bool Phi>
 void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                    const at::Tensor& den, const at::Tensor& gout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
   using T = at::opmath_type<S>;
@@ -255,7 +301,8 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       std::fill(z.begin(), z.end(), T(0));
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
-        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr);
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, Phi);
+        if (Phi) load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, true);
         load_chunk(vv, t0, L, M, (T*)nullptr, Mp, VT.data());
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), (T*)nullptr, gd.data());
         std::fill(P.begin(), P.end(), T(0));
@@ -267,7 +314,9 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         gemm_acc(G.data(), Mp, St.data(), Dp, Out1.data(), Dp, kChunk, Dp, Mp, Tri::Full);
         for (int i = 0; i < L; ++i)
           for (int c = 0; c < D; ++c) {
-            dqv.at(t0 + i, c) = static_cast<S>(Out1[i * Dp + c] + gd[i] * z[c]);
+            T g = Out1[i * Dp + c] + gd[i] * z[c];
+            if (Phi) g *= dphi_from_phi(Qf[i * Dp + c]);
+            dqv.at(t0 + i, c) = static_cast<S>(g);
           }
         gemm_acc(VT.data(), kChunk, Kf.data(), Dp, St.data(), Dp, Mp, Dp, kChunk, Tri::Full);
         for (int i = 0; i < L; ++i)
@@ -281,8 +330,8 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       for (int ci = nchunks - 1; ci >= 0; --ci) {
         const int t0 = ci * kChunk;
         const int L = std::min(kChunk, N - t0);
-        load_chunk(qv, t0, L, D, Qf.data(), Dp, QfT.data());
-        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr);
+        load_chunk(qv, t0, L, D, Qf.data(), Dp, QfT.data(), Phi);
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, Phi);
         load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), GT.data(), gd.data());
         // P = A^T (P[j][i] = a_ij for i >= j); P2 = B^T (P2[j][i] = G_i . v_j + gd_i for i >= j).
@@ -306,7 +355,9 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         gemm_acc(Kf.data(), Dp, R.data(), Mp, Out2.data(), Mp, kChunk, Mp, Dp, Tri::Full);
         for (int j = 0; j < L; ++j) {
           for (int c = 0; c < D; ++c) {
-            dkv.at(t0 + j, c) = static_cast<S>(Out1[j * Dp + c] + r[c]);
+            T g = Out1[j * Dp + c] + r[c];
+            if (Phi) g *= dphi_from_phi(Kf[j * Dp + c]);
+            dkv.at(t0 + j, c) = static_cast<S>(g);
           }
           for (int c = 0; c < M; ++c) dvv.at(t0 + j, c) = static_cast<S>(Out2[j * Mp + c]);
         }
@@ -332,20 +383,27 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
 }  // namespace
 
 // Returns (out [B, H, N, M] in q's dtype, den [B, H, N] in the accumulation dtype).
-std::vector<at::Tensor> causal_product_cpu_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// phi: q, k are raw and the kernel applies phi = elu + 1 itself (else q, k are the features).
+std::vector<at::Tensor> causal_product_cpu_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   bool phi) {
   check_inputs(q, k, v);
   const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto out = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
   auto den = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "causal_product_cpu_forward",
-                                  [&] { forward_impl<scalar_t>(q, k, v, out, den); });
+                                  [&] {
+                                    if (phi)
+                                      forward_impl<scalar_t, true>(q, k, v, out, den);
+                                    else
+                                      forward_impl<scalar_t, false>(q, k, v, out, den);
+                                  });
   return {out, den};
 }
 
 // Returns (dq, dk, dv); gout may have any strides, including 0.
 std::vector<at::Tensor> causal_product_cpu_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                     const at::Tensor& out, const at::Tensor& den,
-                                                    const at::Tensor& gout) {
+                                                    const at::Tensor& gout, bool phi) {
   check_inputs(q, k, v);
   TORCH_CHECK(gout.sizes() == out.sizes() && gout.scalar_type() == out.scalar_type(),
               "causal_product: grad_out must match out's shape and dtype");
@@ -353,6 +411,11 @@ std::vector<at::Tensor> causal_product_cpu_backward(const at::Tensor& q, const a
   auto dk = at::empty(k.sizes(), k.options());
   auto dv = at::empty(v.sizes(), v.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "causal_product_cpu_backward",
-                                  [&] { backward_impl<scalar_t>(q, k, v, out, den, gout, dq, dk, dv); });
+                                  [&] {
+                                    if (phi)
+                                      backward_impl<scalar_t, true>(q, k, v, out, den, gout, dq, dk, dv);
+                                    else
+                                      backward_impl<scalar_t, false>(q, k, v, out, den, gout, dq, dk, dv);
+                                  });
   return {dq, dk, dv};
 }
