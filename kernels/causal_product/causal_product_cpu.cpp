@@ -82,7 +82,7 @@ inline void micro(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int 
     V b[NV];
     for (int v = 0; v < NV; ++v) b[v] = vload<V>(B + (long)k * ldb + v * W);
     for (int r = 0; r < RB; ++r) {
-      const V a = V{} + A[r * lda + k];
+      const V a = A[r * lda + k] - V{};  // a splat (x - 0 == x exactly, so no add is emitted)
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
@@ -135,13 +135,13 @@ inline void phi_inplace(float* x, int n) {
   constexpr int W = VecT<float>::W;
   for (int i = 0; i < n; i += W) {
     const V a = vload<V>(x + i);
-    V t = a < 0.0f ? a : V{} + 0.0f;
-    t = t > -87.0f ? t : V{} - 87.0f;
+    V t = a < 0.0f ? a : V{};
+    t = t > -87.0f ? t : -87.0f - V{};
     const Vi ni = __builtin_convertvector(t * 1.44269504088896341f - 0.5f, Vi);  // round(t / ln 2), t <= 0
     const V nf = __builtin_convertvector(ni, V);
     V r = t - nf * 0.693359375f;
     r = r - nf * -2.12194440e-4f;
-    V p = V{} + 1.0f / 720;
+    V p = 1.0f / 720 - V{};
     p = p * r + 1.0f / 120;
     p = p * r + 1.0f / 24;
     p = p * r + 1.0f / 6;
@@ -239,7 +239,11 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
           for (int c = 0; c < D; ++c) d += Qf[i * Dp + c] * z[c];
           denp[(t0 + i) * den.stride(2)] = d;
           const T inv = cp::inv_den(d);
-          for (int c = 0; c < M; ++c) ov.at(t0 + i, c) = static_cast<S>(Num[i * Mp + c] * inv);
+          S* orow = &ov.at(t0 + i, 0);
+          if (ov.sx == 1)
+            for (int c = 0; c < M; ++c) orow[c] = static_cast<S>(Num[i * Mp + c] * inv);
+          else
+            for (int c = 0; c < M; ++c) orow[c * ov.sx] = static_cast<S>(Num[i * Mp + c] * inv);
         }
         // S += phi(K)^T V; z += sum of phi(K) rows.
         gemm_acc(KfT.data(), kChunk, Vc.data(), Mp, S_.data(), Mp, Dp, Mp, kChunk, Tri::Full);
@@ -312,12 +316,14 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         std::fill(Out1.begin(), Out1.end(), T(0));
         gemm_acc(P.data(), kChunk, Kf.data(), Dp, Out1.data(), Dp, kChunk, Dp, kChunk, Tri::LowerA);
         gemm_acc(G.data(), Mp, St.data(), Dp, Out1.data(), Dp, kChunk, Dp, Mp, Tri::Full);
-        for (int i = 0; i < L; ++i)
+        for (int i = 0; i < L; ++i) {
+          S* dqrow = &dqv.at(t0 + i, 0);  // dq, dk, dv are fresh contiguous tensors: unit stride
           for (int c = 0; c < D; ++c) {
             T g = Out1[i * Dp + c] + gd[i] * z[c];
             if (Phi) g *= dphi_from_phi(Qf[i * Dp + c]);
-            dqv.at(t0 + i, c) = static_cast<S>(g);
+            dqrow[c] = static_cast<S>(g);
           }
+        }
         gemm_acc(VT.data(), kChunk, Kf.data(), Dp, St.data(), Dp, Mp, Dp, kChunk, Tri::Full);
         for (int i = 0; i < L; ++i)
           for (int c = 0; c < D; ++c) z[c] += Kf[i * Dp + c];
@@ -354,12 +360,14 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         gemm_acc(P.data(), kChunk, G.data(), Mp, Out2.data(), Mp, kChunk, Mp, kChunk, Tri::UpperA);
         gemm_acc(Kf.data(), Dp, R.data(), Mp, Out2.data(), Mp, kChunk, Mp, Dp, Tri::Full);
         for (int j = 0; j < L; ++j) {
+          S* dkrow = &dkv.at(t0 + j, 0);
+          S* dvrow = &dvv.at(t0 + j, 0);
           for (int c = 0; c < D; ++c) {
             T g = Out1[j * Dp + c] + r[c];
             if (Phi) g *= dphi_from_phi(Kf[j * Dp + c]);
-            dkv.at(t0 + j, c) = static_cast<S>(g);
+            dkrow[c] = static_cast<S>(g);
           }
-          for (int c = 0; c < M; ++c) dvv.at(t0 + j, c) = static_cast<S>(Out2[j * Mp + c]);
+          for (int c = 0; c < M; ++c) dvrow[c] = static_cast<S>(Out2[j * Mp + c]);
         }
         gemm_acc(QfT.data(), kChunk, G.data(), Mp, R.data(), Mp, Dp, Mp, kChunk, Tri::Full);
         for (int c = 0; c < Dp; ++c)
