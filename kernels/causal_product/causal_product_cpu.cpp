@@ -183,8 +183,9 @@ View<S> view_of(const at::Tensor& t, long long b, long long h) {
 // phi(x) = elu(x) + 1 (dst is then required).
 template <typename S, typename T>
 void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT, bool phi = false) {
-  if (dst) std::fill(dst, dst + (long)kChunk * ld, T(0));
-  if (dstT) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
+  const bool full = L == kChunk && X == ld;  // every element is written below: no zero fill
+  if (dst && !full) std::fill(dst, dst + (long)kChunk * ld, T(0));
+  if (dstT && !full) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
   for (int i = 0; i < L; ++i) {
     const S* row = &x.at(t0 + i, 0);
     T* d = dst ? dst + i * ld : nullptr;
@@ -261,11 +262,54 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 template <typename S, typename T>
 void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* denp, long long dstride, int t0, int L,
                      int M, int Mp, T* G, T* GT, T* gd) {
-  if (G) std::fill(G, G + (long)kChunk * Mp, T(0));
-  if (GT) std::fill(GT, GT + (long)Mp * kChunk, T(0));
+  const bool full = L == kChunk && M == Mp;
+  if (G && !full) std::fill(G, G + (long)kChunk * Mp, T(0));
+  if (GT && !full) std::fill(GT, GT + (long)Mp * kChunk, T(0));
   std::fill(gd, gd + kChunk, T(0));
   T row[kMaxRowScratch];
-  for (int i = 0; i < L; ++i) {
+  // Fast path (contiguous out rows, grad rows contiguous or stride 0 as from .sum().backward()):
+  // the same sums as cp::grad_row, in 16 interleaved partial sums so that it vectorises.
+  const bool fast = M <= kMaxRowScratch && o.sx == 1 && (g.sx == 1 || g.sx == 0);
+  for (int i = 0; fast && i < L; ++i) {
+    const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
+    const S* orow = &o.at(t0 + i, 0);
+    const S* grow = &g.at(t0 + i, 0);
+    constexpr int P = 16;
+    T acc[P] = {};
+    int c = 0;
+    if (g.sx == 1) {
+      for (; c + P <= M; c += P)
+        for (int j = 0; j < P; ++j) {
+          const T gc = static_cast<T>(grow[c + j]);
+          acc[j] += gc * static_cast<T>(orow[c + j]);
+          row[c + j] = gc * inv;
+        }
+      for (; c < M; ++c) {
+        const T gc = static_cast<T>(grow[c]);
+        acc[0] += gc * static_cast<T>(orow[c]);
+        row[c] = gc * inv;
+      }
+    } else {
+      const T gc = static_cast<T>(grow[0]);
+      for (; c + P <= M; c += P)
+        for (int j = 0; j < P; ++j) {
+          acc[j] += gc * static_cast<T>(orow[c + j]);
+          row[c + j] = gc * inv;
+        }
+      for (; c < M; ++c) {
+        acc[0] += gc * static_cast<T>(orow[c]);
+        row[c] = gc * inv;
+      }
+    }
+    T dot = T(0);
+    for (int j = 0; j < P; ++j) dot += acc[j];
+    gd[i] = -dot * inv;
+    for (c = 0; c < M; ++c) {
+      if (G) G[i * Mp + c] = row[c];
+      if (GT) GT[c * kChunk + i] = row[c];
+    }
+  }
+  for (int i = 0; !fast && i < L; ++i) {
     const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
     for (int c0 = 0; c0 < M; c0 += kMaxRowScratch) {  // M in pieces: the scratch row is fixed-size
       const int mc = std::min(M - c0, kMaxRowScratch);
