@@ -80,7 +80,10 @@ inline void micro(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int 
     for (int v = 0; v < NV; ++v) acc[r][v] = vload<V>(Cm + r * ldc + v * W);
   for (int k = k0; k < k1; ++k) {
     V b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = vload<V>(B + (long)k * ldb + v * W);
+    for (int v = 0; v < NV; ++v) {
+      b[v] = vload<V>(B + (long)k * ldb + v * W);
+      asm("" : "+v"(b[v]));  // keep b in a register: one load per k, not one per (row, k)
+    }
     for (int r = 0; r < RB; ++r) {
       const V a = A[r * lda + k] - V{};  // a splat (x - 0 == x exactly, so no add is emitted)
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
