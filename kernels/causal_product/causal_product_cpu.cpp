@@ -29,7 +29,7 @@ namespace cp = causal_product;
 namespace {
 
 #ifndef CP_CHUNK
-#define CP_CHUNK 32
+#define CP_CHUNK 16
 #endif
 constexpr int kChunk = CP_CHUNK;  // tokens per chunk (a multiple of 8 and of the vector width)
 constexpr int kRB = 4;      // rows per micro-kernel tile (kRB8 for one-vector-wide tiles)
