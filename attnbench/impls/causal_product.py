@@ -175,8 +175,29 @@ class CausalProduct(torch.autograd.Function):
         return dqf, dkf, dv
 
 
+class CausalProductPhi(torch.autograd.Function):
+    """Normalised causal linear attention from raw q, k (CPU): the kernel applies phi = elu + 1
+    on load and returns gradients w.r.t. raw q, k, so no phi tensors are made or saved."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ext = load_extension("cpu")
+        out, den = ext.forward_phi(q, k, v)
+        ctx.save_for_backward(q, k, v, out, den)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v, out, den = ctx.saved_tensors
+        dq, dk, dv = load_extension("cpu").backward_phi(q, k, v, out, den, grad_out)
+        return dq, dk, dv
+
+
 def causal_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """phi = elu + 1 on q and k (differentiable), then the compiled kernel."""
+    """phi = elu + 1 on q and k, then the compiled kernel: inside it on CPU; on CUDA by PyTorch
+    (differentiable) before the kernel."""
+    if q.device.type == "cpu":
+        return CausalProductPhi.apply(q, k, v)
     return CausalProduct.apply(feature_map(q), feature_map(k), v)
 
 

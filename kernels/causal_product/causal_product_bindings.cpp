@@ -14,10 +14,11 @@
 #include "causal_product_cuda.h"
 #endif
 
-std::vector<at::Tensor> causal_product_cpu_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+std::vector<at::Tensor> causal_product_cpu_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   bool phi);
 std::vector<at::Tensor> causal_product_cpu_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                     const at::Tensor& out, const at::Tensor& den,
-                                                    const at::Tensor& gout);
+                                                    const at::Tensor& gout, bool phi);
 
 #ifdef ATTNBENCH_WITH_CUDA
 namespace {
@@ -62,7 +63,7 @@ void check_cuda(int err, const char* what) {
 #endif
 
 std::vector<at::Tensor> causal_product_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!q.is_cuda()) return causal_product_cpu_forward(q, k, v);
+  if (!q.is_cuda()) return causal_product_cpu_forward(q, k, v, false);
 #ifdef ATTNBENCH_WITH_CUDA
   auto a = cuda_args(q, k, v);
   const c10::cuda::CUDAGuard guard(q.device());
@@ -79,7 +80,7 @@ std::vector<at::Tensor> causal_product_forward(const at::Tensor& q, const at::Te
 
 std::vector<at::Tensor> causal_product_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                 const at::Tensor& out, const at::Tensor& den, const at::Tensor& gout) {
-  if (!q.is_cuda()) return causal_product_cpu_backward(q, k, v, out, den, gout);
+  if (!q.is_cuda()) return causal_product_cpu_backward(q, k, v, out, den, gout, false);
 #ifdef ATTNBENCH_WITH_CUDA
   auto a = cuda_args(q, k, v);
   TORCH_CHECK(gout.sizes() == out.sizes() && gout.scalar_type() == out.scalar_type(),
@@ -106,6 +107,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "attnbench causal linear attention kernels (normalised, elu+1 feature map)";
   m.def("forward", &causal_product_forward, "(q, k, v) -> (out [B,H,N,M], den [B,H,N])");
   m.def("backward", &causal_product_backward, "(q, k, v, out, den, grad_out) -> (dq, dk, dv)");
+  // CPU only: raw q, k in, phi = elu + 1 applied inside the kernel, gradients w.r.t. raw q, k out.
+  m.def(
+      "forward_phi",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+        TORCH_CHECK(!q.is_cuda(), "causal_product: forward_phi is CPU only");
+        return causal_product_cpu_forward(q, k, v, true);
+      },
+      "(raw q, raw k, v) -> (out [B,H,N,M], den [B,H,N]); phi applied in the kernel");
+  m.def(
+      "backward_phi",
+      [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& den,
+         const at::Tensor& gout) {
+        TORCH_CHECK(!q.is_cuda(), "causal_product: backward_phi is CPU only");
+        return causal_product_cpu_backward(q, k, v, out, den, gout, true);
+      },
+      "(raw q, raw k, v, out, den, grad_out) -> (dq, dk, dv) w.r.t. raw q, k");
 #ifdef ATTNBENCH_WITH_CUDA
   m.attr("max_head_dim_cuda") = causal_product::kCudaMaxHeadDim;
 #endif

@@ -18,6 +18,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -28,7 +29,7 @@ namespace cp = causal_product;
 namespace {
 
 #ifndef CP_CHUNK
-#define CP_CHUNK 32
+#define CP_CHUNK 16
 #endif
 constexpr int kChunk = CP_CHUNK;  // tokens per chunk (a multiple of 8 and of the vector width)
 constexpr int kRB = 4;      // rows per micro-kernel tile (kRB8 for one-vector-wide tiles)
@@ -79,9 +80,12 @@ inline void micro(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int 
     for (int v = 0; v < NV; ++v) acc[r][v] = vload<V>(Cm + r * ldc + v * W);
   for (int k = k0; k < k1; ++k) {
     V b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = vload<V>(B + (long)k * ldb + v * W);
+    for (int v = 0; v < NV; ++v) {
+      b[v] = vload<V>(B + (long)k * ldb + v * W);
+      asm("" : "+v"(b[v]));  // keep b in a register: one load per k, not one per (row, k)
+    }
     for (int r = 0; r < RB; ++r) {
-      const V a = V{} + A[r * lda + k];
+      const V a = A[r * lda + k] - V{};  // a splat (x - 0 == x exactly, so no add is emitted)
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
@@ -125,6 +129,44 @@ void gemm_acc(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int rows
 
 inline int pad_to(int x, int p) { return (x + p - 1) / p * p; }
 
+// phi(x) = elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise, in place over n elements (n % W == 0).
+// float: a vectorised exp (Cody-Waite reduction, degree-6 polynomial, ~1 ulp on x <= 0; x is
+// clamped at -87 so 2^n stays normal: phi there is ~1e-38 instead of smaller). double: std::exp.
+inline void phi_inplace(float* x, int n) {
+  using V = VecT<float>::type;
+  typedef int Vi __attribute__((vector_size(64)));
+  constexpr int W = VecT<float>::W;
+  for (int i = 0; i < n; i += W) {
+    const V a = vload<V>(x + i);
+    V t = a < 0.0f ? a : V{};
+    t = t > -87.0f ? t : -87.0f - V{};
+    const Vi ni = __builtin_convertvector(t * 1.44269504088896341f - 0.5f, Vi);  // round(t / ln 2), t <= 0
+    const V nf = __builtin_convertvector(ni, V);
+    V r = t - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    V p = 1.0f / 720 - V{};
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const Vi bits = (ni + 127) << 23;
+    V scale;
+    std::memcpy(&scale, &bits, sizeof(V));
+    const V e = p * scale;
+    vstore(x + i, a > 0.0f ? a + 1.0f : e);
+  }
+}
+inline void phi_inplace(double* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] + 1.0 : std::exp(x[i]);
+}
+// d phi / dx from phi itself: 1 for x > 0 (phi > 1), exp(x) = phi for x <= 0 (phi <= 1).
+template <typename T>
+inline T dphi_from_phi(T p) {
+  return p < T(1) ? p : T(1);
+}
+
 // A strided [N, X] view of one (batch, head) of a [B, H, N, X] tensor.
 template <typename S>
 struct View {
@@ -140,11 +182,13 @@ View<S> view_of(const at::Tensor& t, long long b, long long h) {
 }
 
 // Load rows [t0, t0+L) of x into dst[kChunk][ld] (row-major) and/or dstT[ld_rows][kChunk]
-// (transposed), converted to T; rows >= L and columns >= X are zero.
+// (transposed), converted to T; rows >= L and columns >= X are zero. With phi, the rows hold
+// phi(x) = elu(x) + 1 (dst is then required).
 template <typename S, typename T>
-void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT) {
-  if (dst) std::fill(dst, dst + (long)kChunk * ld, T(0));
-  if (dstT) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
+void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT, bool phi = false) {
+  const bool full = L == kChunk && X == ld;  // every element is written below: no zero fill
+  if (dst && !full) std::fill(dst, dst + (long)kChunk * ld, T(0));
+  if (dstT && !full) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
   for (int i = 0; i < L; ++i) {
     const S* row = &x.at(t0 + i, 0);
     T* d = dst ? dst + i * ld : nullptr;
@@ -154,18 +198,23 @@ void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T*
     } else if (d) {
       for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c * x.sx]);
     }
+    if (phi) {
+      phi_inplace(d, ld);
+      for (int c = X; c < ld; ++c) d[c] = T(0);
+    }
     if (dstT)
       for (int c = 0; c < X; ++c) dstT[c * kChunk + i] = d ? d[c] : static_cast<T>(row[c * x.sx]);
   }
 }
 
-template <typename S>
+// Phi: q, k are raw and phi = elu + 1 is applied on load; else they are the features already.
+template <typename S, bool Phi>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out, at::Tensor& den) {
   using T = at::opmath_type<S>;
   const int B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), M = v.size(3);
   const int Dp = pad_to(D, kPad), Mp = pad_to(M, kPad);
   at::parallel_for(0, (int64_t)B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> Qf(kChunk * Dp), KfT(Dp * kChunk), Vc(kChunk * Mp), A(kChunk * kChunk), Num(kChunk * Mp),
+    std::vector<T> Qf(kChunk * Dp), Kf(kChunk * Dp), KfT(Dp * kChunk), Vc(kChunk * Mp), A(kChunk * kChunk), Num(kChunk * Mp),
         S_(Dp * Mp), z(Dp);
     for (int64_t bh = begin; bh < end; ++bh) {
       const long long b = bh / H, h = bh % H;
@@ -176,8 +225,8 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       std::fill(z.begin(), z.end(), T(0));
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
-        load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr);
-        load_chunk(kv, t0, L, D, (T*)nullptr, Dp, KfT.data());
+        load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, Phi);
+        load_chunk(kv, t0, L, D, Phi ? Kf.data() : (T*)nullptr, Dp, KfT.data(), Phi);
         load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         // A = phi(Q) phi(K)^T, lower triangle.
         std::fill(A.begin(), A.end(), T(0));
@@ -194,7 +243,11 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
           for (int c = 0; c < D; ++c) d += Qf[i * Dp + c] * z[c];
           denp[(t0 + i) * den.stride(2)] = d;
           const T inv = cp::inv_den(d);
-          for (int c = 0; c < M; ++c) ov.at(t0 + i, c) = static_cast<S>(Num[i * Mp + c] * inv);
+          S* orow = &ov.at(t0 + i, 0);
+          if (ov.sx == 1)
+            for (int c = 0; c < M; ++c) orow[c] = static_cast<S>(Num[i * Mp + c] * inv);
+          else
+            for (int c = 0; c < M; ++c) orow[c * ov.sx] = static_cast<S>(Num[i * Mp + c] * inv);
         }
         // S += phi(K)^T V; z += sum of phi(K) rows.
         gemm_acc(KfT.data(), kChunk, Vc.data(), Mp, S_.data(), Mp, Dp, Mp, kChunk, Tri::Full);
@@ -212,11 +265,54 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 template <typename S, typename T>
 void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* denp, long long dstride, int t0, int L,
                      int M, int Mp, T* G, T* GT, T* gd) {
-  if (G) std::fill(G, G + (long)kChunk * Mp, T(0));
-  if (GT) std::fill(GT, GT + (long)Mp * kChunk, T(0));
+  const bool full = L == kChunk && M == Mp;
+  if (G && !full) std::fill(G, G + (long)kChunk * Mp, T(0));
+  if (GT && !full) std::fill(GT, GT + (long)Mp * kChunk, T(0));
   std::fill(gd, gd + kChunk, T(0));
   T row[kMaxRowScratch];
-  for (int i = 0; i < L; ++i) {
+  // Fast path (contiguous out rows, grad rows contiguous or stride 0 as from .sum().backward()):
+  // the same sums as cp::grad_row, in 16 interleaved partial sums so that it vectorises.
+  const bool fast = M <= kMaxRowScratch && o.sx == 1 && (g.sx == 1 || g.sx == 0);
+  for (int i = 0; fast && i < L; ++i) {
+    const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
+    const S* orow = &o.at(t0 + i, 0);
+    const S* grow = &g.at(t0 + i, 0);
+    constexpr int P = 16;
+    T acc[P] = {};
+    int c = 0;
+    if (g.sx == 1) {
+      for (; c + P <= M; c += P)
+        for (int j = 0; j < P; ++j) {
+          const T gc = static_cast<T>(grow[c + j]);
+          acc[j] += gc * static_cast<T>(orow[c + j]);
+          row[c + j] = gc * inv;
+        }
+      for (; c < M; ++c) {
+        const T gc = static_cast<T>(grow[c]);
+        acc[0] += gc * static_cast<T>(orow[c]);
+        row[c] = gc * inv;
+      }
+    } else {
+      const T gc = static_cast<T>(grow[0]);
+      for (; c + P <= M; c += P)
+        for (int j = 0; j < P; ++j) {
+          acc[j] += gc * static_cast<T>(orow[c + j]);
+          row[c + j] = gc * inv;
+        }
+      for (; c < M; ++c) {
+        acc[0] += gc * static_cast<T>(orow[c]);
+        row[c] = gc * inv;
+      }
+    }
+    T dot = T(0);
+    for (int j = 0; j < P; ++j) dot += acc[j];
+    gd[i] = -dot * inv;
+    for (c = 0; c < M; ++c) {
+      if (G) G[i * Mp + c] = row[c];
+      if (GT) GT[c * kChunk + i] = row[c];
+    }
+  }
+  for (int i = 0; !fast && i < L; ++i) {
     const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
     for (int c0 = 0; c0 < M; c0 += kMaxRowScratch) {  // M in pieces: the scratch row is fixed-size
       const int mc = std::min(M - c0, kMaxRowScratch);
@@ -231,7 +327,8 @@ void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* de
   }
 }
 
-template <typename S>
+// Phi: q, k are raw (phi applied on load) and dq, dk are gradients w.r.t. raw q, k.
+template <typename S, bool Phi>
 void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                    const at::Tensor& den, const at::Tensor& gout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
   using T = at::opmath_type<S>;
@@ -255,7 +352,8 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       std::fill(z.begin(), z.end(), T(0));
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
-        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr);
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, Phi);
+        if (Phi) load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, true);
         load_chunk(vv, t0, L, M, (T*)nullptr, Mp, VT.data());
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), (T*)nullptr, gd.data());
         std::fill(P.begin(), P.end(), T(0));
@@ -265,10 +363,14 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         std::fill(Out1.begin(), Out1.end(), T(0));
         gemm_acc(P.data(), kChunk, Kf.data(), Dp, Out1.data(), Dp, kChunk, Dp, kChunk, Tri::LowerA);
         gemm_acc(G.data(), Mp, St.data(), Dp, Out1.data(), Dp, kChunk, Dp, Mp, Tri::Full);
-        for (int i = 0; i < L; ++i)
+        for (int i = 0; i < L; ++i) {
+          S* dqrow = &dqv.at(t0 + i, 0);  // dq, dk, dv are fresh contiguous tensors: unit stride
           for (int c = 0; c < D; ++c) {
-            dqv.at(t0 + i, c) = static_cast<S>(Out1[i * Dp + c] + gd[i] * z[c]);
+            T g = Out1[i * Dp + c] + gd[i] * z[c];
+            if (Phi) g *= dphi_from_phi(Qf[i * Dp + c]);
+            dqrow[c] = static_cast<S>(g);
           }
+        }
         gemm_acc(VT.data(), kChunk, Kf.data(), Dp, St.data(), Dp, Mp, Dp, kChunk, Tri::Full);
         for (int i = 0; i < L; ++i)
           for (int c = 0; c < D; ++c) z[c] += Kf[i * Dp + c];
@@ -281,8 +383,8 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
       for (int ci = nchunks - 1; ci >= 0; --ci) {
         const int t0 = ci * kChunk;
         const int L = std::min(kChunk, N - t0);
-        load_chunk(qv, t0, L, D, Qf.data(), Dp, QfT.data());
-        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr);
+        load_chunk(qv, t0, L, D, Qf.data(), Dp, QfT.data(), Phi);
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, Phi);
         load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), GT.data(), gd.data());
         // P = A^T (P[j][i] = a_ij for i >= j); P2 = B^T (P2[j][i] = G_i . v_j + gd_i for i >= j).
@@ -305,10 +407,14 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         gemm_acc(P.data(), kChunk, G.data(), Mp, Out2.data(), Mp, kChunk, Mp, kChunk, Tri::UpperA);
         gemm_acc(Kf.data(), Dp, R.data(), Mp, Out2.data(), Mp, kChunk, Mp, Dp, Tri::Full);
         for (int j = 0; j < L; ++j) {
+          S* dkrow = &dkv.at(t0 + j, 0);
+          S* dvrow = &dvv.at(t0 + j, 0);
           for (int c = 0; c < D; ++c) {
-            dkv.at(t0 + j, c) = static_cast<S>(Out1[j * Dp + c] + r[c]);
+            T g = Out1[j * Dp + c] + r[c];
+            if (Phi) g *= dphi_from_phi(Kf[j * Dp + c]);
+            dkrow[c] = static_cast<S>(g);
           }
-          for (int c = 0; c < M; ++c) dvv.at(t0 + j, c) = static_cast<S>(Out2[j * Mp + c]);
+          for (int c = 0; c < M; ++c) dvrow[c] = static_cast<S>(Out2[j * Mp + c]);
         }
         gemm_acc(QfT.data(), kChunk, G.data(), Mp, R.data(), Mp, Dp, Mp, kChunk, Tri::Full);
         for (int c = 0; c < Dp; ++c)
@@ -332,20 +438,27 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
 }  // namespace
 
 // Returns (out [B, H, N, M] in q's dtype, den [B, H, N] in the accumulation dtype).
-std::vector<at::Tensor> causal_product_cpu_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// phi: q, k are raw and the kernel applies phi = elu + 1 itself (else q, k are the features).
+std::vector<at::Tensor> causal_product_cpu_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   bool phi) {
   check_inputs(q, k, v);
   const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto out = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
   auto den = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "causal_product_cpu_forward",
-                                  [&] { forward_impl<scalar_t>(q, k, v, out, den); });
+                                  [&] {
+                                    if (phi)
+                                      forward_impl<scalar_t, true>(q, k, v, out, den);
+                                    else
+                                      forward_impl<scalar_t, false>(q, k, v, out, den);
+                                  });
   return {out, den};
 }
 
 // Returns (dq, dk, dv); gout may have any strides, including 0.
 std::vector<at::Tensor> causal_product_cpu_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                     const at::Tensor& out, const at::Tensor& den,
-                                                    const at::Tensor& gout) {
+                                                    const at::Tensor& gout, bool phi) {
   check_inputs(q, k, v);
   TORCH_CHECK(gout.sizes() == out.sizes() && gout.scalar_type() == out.scalar_type(),
               "causal_product: grad_out must match out's shape and dtype");
@@ -353,6 +466,11 @@ std::vector<at::Tensor> causal_product_cpu_backward(const at::Tensor& q, const a
   auto dk = at::empty(k.sizes(), k.options());
   auto dv = at::empty(v.sizes(), v.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "causal_product_cpu_backward",
-                                  [&] { backward_impl<scalar_t>(q, k, v, out, den, gout, dq, dk, dv); });
+                                  [&] {
+                                    if (phi)
+                                      backward_impl<scalar_t, true>(q, k, v, out, den, gout, dq, dk, dv);
+                                    else
+                                      backward_impl<scalar_t, false>(q, k, v, out, den, gout, dq, dk, dv);
+                                  });
   return {dq, dk, dv};
 }
