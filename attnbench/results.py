@@ -70,6 +70,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "tolerance": ("ratio", "largest relative error that passes, by dtype"),
     "correct": ("bool", "every checked tensor finite, non-constant and within tolerance"),
     "correctness_error": ("", "what failed the check"),
+    "server_pid": ("", "pid of the fork server the worker came from (a fresh one per round)"),
     "rounds": ("", "worker processes that measured the point; their samples are pooled"),
     "round_medians_ms": ("ms", "median of each round, when rounds > 1"),
     "wall_s": ("s", "wall time the point took, worker start to result"),

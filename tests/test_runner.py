@@ -219,6 +219,7 @@ def test_rounds_pool_samples_and_resume_per_round(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = (out / "journal.jsonl").read_text().splitlines()
     assert [json.loads(x)["row"]["round"] for x in lines] == [0, 1, 2]
+    assert len({json.loads(x)["row"]["server_pid"] for x in lines}) == 3  # a fresh fork server per round
     df = pd.read_parquet(out / "results.parquet")
     assert len(df) == 1 and df["rounds"].iloc[0] == 3 and len(df["round_medians_ms"].iloc[0]) == 3
     per_round = sum(len(json.loads(x)["samples"]) for x in lines)

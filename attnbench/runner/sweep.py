@@ -30,6 +30,18 @@ def _context() -> Any:
     return _ctx
 
 
+def restart_forkserver() -> None:
+    """Start a fresh fork server for the next worker. Every worker forked from one server shares
+    its memory layout; a layout that happens to be slow for one point (a whole run of linear-
+    chunked fwd at 2-3x, all of its rounds alike) is then one draw per run. A server per round
+    makes it one draw per round, which the pooled samples show as spread."""
+    import multiprocessing.forkserver as fs
+
+    stop = getattr(fs._forkserver, "_stop", None)  # private, present since Python 3.8
+    if stop is not None:
+        stop()
+
+
 def base_row(point: dict[str, Any]) -> dict[str, Any]:
     row = {k: point[k] for k in POINT_COLUMNS}
     row.update({k: point[k] for k in ("P", "T") if k in point})  # decode points only
@@ -111,7 +123,11 @@ def run_points(
     ``on_done(record)``. Returns the records."""
     timeout_s = float(options.get("timing", {}).get("timeout_s", 300.0))
     records = []
+    last_round: int | None = None
     for point, rnd in todo:
+        if last_round is not None and rnd != last_round:
+            restart_forkserver()
+        last_round = rnd
         if point.get("skip"):
             record: dict[str, Any] = {"row": {"status": "skipped", "error": point["skip"]}, "samples": []}
         else:

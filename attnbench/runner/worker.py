@@ -7,6 +7,7 @@ one row and peak memory is measured without leftovers from other points.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -90,7 +91,7 @@ def measure_point(point: dict[str, Any], options: dict[str, Any]) -> dict[str, A
 
         return measure_decode(point, options)
     started = time.perf_counter()
-    row: dict[str, Any] = {"status": "ok", "error": None}
+    row: dict[str, Any] = {"status": "ok", "error": None, "server_pid": os.getppid()}
     samples: list[float] = []
     device = point["device"]
     threads = int(options.get("threads") or torch.get_num_threads())
