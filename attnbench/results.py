@@ -63,6 +63,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "peak_mib": ("MiB", "peak memory of one call beyond what existed before it (inputs excluded)"),
     "mem_method": ("", "how peak_mib was measured: rss-hwm or torch-allocator on CPU, cuda-allocator on GPU"),
     "reference": ("", "what the float64 reference was (the family reference, or its chunked form past N=4096)"),
+    "checked_by": ("", "the point whose run produced this verdict (passes of one impl on the same inputs share it)"),
     "err_out": ("ratio", "||out - ref|| / ||ref|| against the float64 reference"),
     "err_dq": ("ratio", "relative error of dL/dq"),
     "err_dk": ("ratio", "relative error of dL/dk"),
@@ -130,6 +131,7 @@ STEP_COLUMNS: dict[str, tuple[str, str]] = {
     "repeats": ("", "timed repeats"),
     "state_mib": ("MiB", "bytes of the cache/state content after the step"),
     "state_alloc_mib": ("MiB", "bytes allocated for it (the KV cache's capacity doubles)"),
+    "checked_by": ("", "the point whose run produced this verdict (passes of one impl on the same inputs share it)"),
     "err_out": ("ratio", "relative error of this step's output row against the float64 reference"),
 }
 

@@ -92,6 +92,9 @@ def test_off_by_one_plugin_fails_the_oracle_while_builtins_pass(tmp_path):
     )
     assert all(r["status"] == "ok" and r["correct"] is False for r in by_impl["offbyone"])
     assert all("relative error" in r["correctness_error"] for r in by_impl["offbyone"])
+    # the fwd point ran the check; the fwdbwd point on the same inputs reused its verdict
+    for r in by_impl["linear-chunked"]:
+        assert r["checked_by"] == r["point_id"].replace("/fwdbwd/", "/fwd/")
     assert by_impl["decorated"][0]["family"] == "softmax"
     strict = attnbench(
         "run",

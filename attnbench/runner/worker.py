@@ -7,6 +7,8 @@ one row and peak memory is measured without leftovers from other points.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import traceback
@@ -163,7 +165,19 @@ def _check(
     got: Any,
     check_call: Any,
 ) -> dict[str, Any]:
-    """Correctness columns; a check that cannot run is a failed check, not a crashed point."""
+    """Correctness columns; a check that cannot run is a failed check, not a crashed point.
+
+    The check depends on the impl, its parameters and the inputs, not on the pass: the verdict
+    is stored in the run's cache and a later pass of the same impl on the same inputs (fwd after
+    fwdbwd, later rounds) reuses it instead of running another forward and backward.
+    """
+    cache = options.get("ref_cache_dir")
+    verdict_path = _verdict_path(Path(cache), point) if cache else None
+    if verdict_path is not None and verdict_path.exists():
+        try:
+            return dict(json.loads(verdict_path.read_text()))
+        except (OSError, ValueError):
+            pass
     try:
         if got is None:
             got = check_call()
@@ -172,9 +186,26 @@ def _check(
         cache = options.get("ref_cache_dir")
         ref = correctness.cached_reference(label, ref_fn, inp, point, spec.backward, Path(cache) if cache else None)
         tol = options.get("tolerance", {}).get(point["dtype"])
-        return {"reference": label, **correctness.judge(got, ref, point["dtype"], tol)}
+        verdict = {
+            "reference": label,
+            "checked_by": point["point_id"],
+            **correctness.judge(got, ref, point["dtype"], tol),
+        }
     except Exception as exc:
         return {"correct": False, "correctness_error": f"check failed to run: {_one_line(exc)}"}
+    if verdict_path is not None:
+        tmp = verdict_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(verdict, default=float))
+        tmp.replace(verdict_path)
+    return verdict
+
+
+def _verdict_path(cache_dir: Path, point: dict[str, Any]) -> Path:
+    ident = {k: point[k] for k in ("impl", "B", "H", "N", "D", "M", "dtype", "causal", "seed", "device")}
+    ident["params"] = point.get("params", {})
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return cache_dir / f"verdict-{key}.json"
 
 
 def main(point: dict[str, Any], options: dict[str, Any], conn: Any) -> None:
