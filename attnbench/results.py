@@ -131,7 +131,6 @@ STEP_COLUMNS: dict[str, tuple[str, str]] = {
     "repeats": ("", "timed repeats"),
     "state_mib": ("MiB", "bytes of the cache/state content after the step"),
     "state_alloc_mib": ("MiB", "bytes allocated for it (the KV cache's capacity doubles)"),
-    "checked_by": ("", "the point whose run produced this verdict (passes of one impl on the same inputs share it)"),
     "err_out": ("ratio", "relative error of this step's output row against the float64 reference"),
 }
 
