@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,7 @@ def list_cmd(
 
     if device not in DEVICES:
         raise UserError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
-    impls = []
+    impls: list[dict[str, Any]] = []
     for name, spec in sorted(registry.all_specs().items()):
         reason = spec.unavailable_reason(device)
         impls.append(

@@ -180,8 +180,8 @@ def _memory(device: str, fn: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         result = fn()
-        peak = (torch.cuda.max_memory_allocated() - base) / MIB
-        return {"peak_mib": peak, "mem_method": "cuda-allocator"}, result
+        cuda_peak = (torch.cuda.max_memory_allocated() - base) / MIB
+        return {"peak_mib": cuda_peak, "mem_method": "cuda-allocator"}, result
     peak, method, result = cpu_peak_mib(fn)
     return {"peak_mib": peak, "mem_method": method}, result
 

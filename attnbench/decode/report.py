@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 SHAPE_KEYS = ["P", "B", "H", "D", "M", "dtype"]
 TARGET = "linear-recurrent"
@@ -50,7 +50,7 @@ def speedups(results_df: Any, steps_df: Any, target: str = TARGET) -> Any:
             continue
         same_t = same[same["T"] == r["T"]]
         if len(same_t):  # the target's own last step, measured the same way
-            t_ms = float(same_t["step_ms_last"].iloc[0])
+            t_ms: float | None = float(same_t["step_ms_last"].iloc[0])
         else:
             longest = same.sort_values("T").iloc[-1]
             t_ms = _interp_loglog(steps_df[steps_df["point_id"] == longest["point_id"]], r["T"])
@@ -128,7 +128,7 @@ def _plot_speedup(sp: Any, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(data))))
     sns.barplot(data=data, y="over", x="speedup_step", hue="decoder", dodge=False, ax=ax)
     ax.set(xscale="log", xlabel=f"{TARGET} speedup in per-step latency at that step (x)", ylabel="")
-    for bar in ax.patches:  # a bar's width is its value: no reliance on seaborn's patch order
+    for bar in cast(list[Any], ax.patches):  # a bar's width is its value: no reliance on seaborn's patch order
         if bar.get_width() > 0:
             ax.text(
                 bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {bar.get_width():.3g}x", va="center", fontsize=8

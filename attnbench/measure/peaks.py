@@ -16,6 +16,7 @@ The CPU calibration takes well under 2 s (``budget_s`` per measurement). Result:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -92,7 +93,7 @@ def calibrate(
                 a = torch.randn(n, n).to(dt)
                 a @ a  # the first call pays for thread-pool start-up: not a size signal
                 # best of 3: one call delayed by another process must not stop the growth early
-                if min(_host_timer(lambda a=a: a @ a) for _ in range(3)) >= min_call_s:
+                if min(_host_timer(functools.partial(torch.matmul, a, a)) for _ in range(3)) >= min_call_s:
                     break
                 n *= 2
         a = torch.randn(n, n, device=device).to(dt)
@@ -100,7 +101,7 @@ def calibrate(
         a @ b  # warm-up (library load, autotuning)
         if cuda:
             torch.cuda.synchronize()
-        best = _best_s(lambda a=a, b=b: a @ b, budget_s, 3, timer)
+        best = _best_s(functools.partial(torch.matmul, a, b), budget_s, 3, timer)
         flops[name] = 2.0 * n**3 / best
         method[f"flops_{name}"] = f"matmul {n}x{n}x{n}, best of calls over {budget_s:g} s"
         del a, b
