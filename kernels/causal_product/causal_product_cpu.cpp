@@ -9,7 +9,8 @@
 //
 // All small products go through one register-blocked micro-kernel on GCC vector extensions
 // (RB rows x NV vectors of accumulators), over zero-padded scratch buffers, so D, M and the tail
-// chunk need no edge code. Work is spread over batch x heads with at::parallel_for (OpenMP).
+// chunk need no edge code. Transposed operands (phi(K)^T, V^T, G^T, the suffix state R^T) are
+// made by in-register W x W block transposes. Work is spread over batch x heads with at::parallel_for (OpenMP).
 // Narrow ATen includes (not ATen/ATen.h) keep the one-time build short.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -35,18 +36,20 @@ constexpr int kChunk = CP_CHUNK;  // tokens per chunk (a multiple of 8 and of th
 constexpr int kRB = 4;      // rows per micro-kernel tile (kRB8 for one-vector-wide tiles)
 constexpr int kRB8 = 8;
 constexpr int kPad = 16;    // D and M are padded to a multiple of this in scratch
-constexpr int kMaxRowScratch = 256;
+static_assert(kChunk % 16 == 0, "the chunk is transposed in blocks of the vector width (16 floats)");
 
 template <typename T>
 struct VecT;
 template <>
 struct VecT<float> {
   typedef float type __attribute__((vector_size(64)));
+  typedef int mask __attribute__((vector_size(64)));  // lane indices for __builtin_shuffle
   static constexpr int W = 16;
 };
 template <>
 struct VecT<double> {
   typedef double type __attribute__((vector_size(64)));
+  typedef long long mask __attribute__((vector_size(64)));
   static constexpr int W = 8;
 };
 
@@ -127,6 +130,63 @@ void gemm_acc(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int rows
   }
 }
 
+// One butterfly stage of an in-register W x W transpose: swaps the off-diagonal s x s sub-blocks
+// of every 2s x 2s block (row bit s against column bit s) with two-source shuffles whose lane
+// indices are compile-time constants.
+template <typename T, int s>
+inline void transpose_stage(typename VecT<T>::type (&r)[VecT<T>::W]) {
+  using V = typename VecT<T>::type;
+  using I = typename VecT<T>::mask;
+  constexpr int W = VecT<T>::W;
+  I lo, hi;
+#pragma GCC unroll 16
+  for (int j = 0; j < W; ++j) {
+    lo[j] = (j & s) ? W + j - s : j;  // row i keeps its columns without bit s, takes row i+s's
+    hi[j] = (j & s) ? W + j : j + s;  // row i+s keeps its columns with bit s, takes row i's
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < W; ++i)
+    if (!(i & s)) {
+      const V a = r[i], b = r[i + s];
+      r[i] = __builtin_shuffle(a, b, lo);
+      r[i + s] = __builtin_shuffle(a, b, hi);
+    }
+}
+
+// dst[c][r] = src[r][c] for one W x W block (W = the vector width), in registers: log2(W)
+// stages of shuffles, contiguous loads and stores (a scalar transpose of a 64 x 64 state stores
+// with a 256-byte stride and stalls on 4K aliasing).
+template <typename T>
+inline void transpose_block(const T* src, long lds, T* dst, long ldd) {
+  using V = typename VecT<T>::type;
+  constexpr int W = VecT<T>::W;
+  V r[W];
+#pragma GCC unroll 16
+  for (int i = 0; i < W; ++i) r[i] = vload<V>(src + i * lds);
+  if constexpr (W == 16) transpose_stage<T, 8>(r);
+  transpose_stage<T, 4>(r);
+  transpose_stage<T, 2>(r);
+  transpose_stage<T, 1>(r);
+#pragma GCC unroll 16
+  for (int i = 0; i < W; ++i) vstore(dst + i * ldd, r[i]);
+}
+
+// dst[cols][rows] = src[rows][cols]^T, by W x W blocks; rows and cols are multiples of W.
+template <typename T>
+void transpose(const T* src, int lds, T* dst, int ldd, int rows, int cols) {
+  constexpr int W = VecT<T>::W;
+  for (int r0 = 0; r0 < rows; r0 += W)
+    for (int c0 = 0; c0 < cols; c0 += W) transpose_block(src + (long)r0 * lds + c0, lds, dst + (long)c0 * ldd + r0, ldd);
+}
+
+// sum of the lanes of a vector.
+template <typename V, int W>
+inline auto hsum(V v) {
+  auto s = v[0];
+  for (int j = 1; j < W; ++j) s += v[j];
+  return s;
+}
+
 inline int pad_to(int x, int p) { return (x + p - 1) / p * p; }
 
 // phi(x) = elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise, in place over n elements (n % W == 0).
@@ -181,36 +241,35 @@ View<S> view_of(const at::Tensor& t, long long b, long long h) {
   return View<S>{base, t.stride(2), t.stride(3)};
 }
 
-// Load rows [t0, t0+L) of x into dst[kChunk][ld] (row-major) and/or dstT[ld_rows][kChunk]
-// (transposed), converted to T; rows >= L and columns >= X are zero. With phi, the rows hold
-// phi(x) = elu(x) + 1 (dst is then required).
+// Load rows [t0, t0+L) of x into dst[kChunk][ld] (row-major) and, if dstT is given, also
+// dstT[ld][kChunk] (its transpose), converted to T; rows >= L and columns >= X are zero. With
+// phi, the rows hold phi(x) = elu(x) + 1. ld is a multiple of kPad (so of the vector width).
 template <typename S, typename T>
 void load_chunk(const View<const S>& x, int t0, int L, int X, T* dst, int ld, T* dstT, bool phi = false) {
   const bool full = L == kChunk && X == ld;  // every element is written below: no zero fill
-  if (dst && !full) std::fill(dst, dst + (long)kChunk * ld, T(0));
-  if (dstT && !full) std::fill(dstT, dstT + (long)ld * kChunk, T(0));
+  if (!full) std::fill(dst, dst + (long)kChunk * ld, T(0));
   for (int i = 0; i < L; ++i) {
     const S* row = &x.at(t0 + i, 0);
-    T* d = dst ? dst + i * ld : nullptr;
+    T* d = dst + i * ld;
     if (x.sx == 1) {  // the common contiguous-row case: a vectorisable loop
-      if (d)
-        for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c]);
-    } else if (d) {
+      for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c]);
+    } else {
       for (int c = 0; c < X; ++c) d[c] = static_cast<T>(row[c * x.sx]);
     }
     if (phi) {
       phi_inplace(d, ld);
       for (int c = X; c < ld; ++c) d[c] = T(0);
     }
-    if (dstT)
-      for (int c = 0; c < X; ++c) dstT[c * kChunk + i] = d ? d[c] : static_cast<T>(row[c * x.sx]);
   }
+  if (dstT) transpose(dst, ld, dstT, kChunk, kChunk, ld);
 }
 
 // Phi: q, k are raw and phi = elu + 1 is applied on load; else they are the features already.
 template <typename S, bool Phi>
 void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out, at::Tensor& den) {
   using T = at::opmath_type<S>;
+  using V = typename VecT<T>::type;
+  constexpr int W = VecT<T>::W;
   const int B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), M = v.size(3);
   const int Dp = pad_to(D, kPad), Mp = pad_to(M, kPad);
   at::parallel_for(0, (int64_t)B * H, 1, [&](int64_t begin, int64_t end) {
@@ -226,7 +285,7 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       for (int t0 = 0; t0 < N; t0 += kChunk) {
         const int L = std::min(kChunk, N - t0);
         load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, Phi);
-        load_chunk(kv, t0, L, D, Phi ? Kf.data() : (T*)nullptr, Dp, KfT.data(), Phi);
+        load_chunk(kv, t0, L, D, Kf.data(), Dp, KfT.data(), Phi);
         load_chunk(vv, t0, L, M, Vc.data(), Mp, (T*)nullptr);
         // A = phi(Q) phi(K)^T, lower triangle.
         std::fill(A.begin(), A.end(), T(0));
@@ -238,9 +297,11 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
         gemm_acc(A.data(), kChunk, Vc.data(), Mp, Num.data(), Mp, kChunk, Mp, kChunk, Tri::LowerA);
         gemm_acc(Qf.data(), Dp, S_.data(), Mp, Num.data(), Mp, kChunk, Mp, Dp, Tri::Full);
         for (int i = 0; i < L; ++i) {
-          T d = T(0);
-          for (int j = 0; j <= i; ++j) d += A[i * kChunk + j];
-          for (int c = 0; c < D; ++c) d += Qf[i * Dp + c] * z[c];
+          // den_i = sum_j A[i][j] (masked above the diagonal) + phi(q_i) . z, in vector lanes.
+          V dv = vload<V>(&A[i * kChunk]);
+          for (int j = W; j < kChunk; j += W) dv += vload<V>(&A[i * kChunk + j]);
+          for (int c = 0; c < Dp; c += W) dv += vload<V>(&Qf[i * Dp + c]) * vload<V>(&z[c]);
+          const T d = hsum<V, W>(dv);
           denp[(t0 + i) * den.stride(2)] = d;
           const T inv = cp::inv_den(d);
           S* orow = &ov.at(t0 + i, 0);
@@ -261,22 +322,22 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   });
 }
 
-// Computes G (= g / (den + eps)) into G[kChunk][Mp] and/or GT[Mp][kChunk], and gd.
+// Computes G (= g / (den + eps)) into G[kChunk][Mp], its transpose into GT[Mp][kChunk] if given,
+// and gd. Rows >= L and columns >= M of G are zero.
 template <typename S, typename T>
 void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* denp, long long dstride, int t0, int L,
                      int M, int Mp, T* G, T* GT, T* gd) {
   const bool full = L == kChunk && M == Mp;
-  if (G && !full) std::fill(G, G + (long)kChunk * Mp, T(0));
-  if (GT && !full) std::fill(GT, GT + (long)Mp * kChunk, T(0));
+  if (!full) std::fill(G, G + (long)kChunk * Mp, T(0));
   std::fill(gd, gd + kChunk, T(0));
-  T row[kMaxRowScratch];
   // Fast path (contiguous out rows, grad rows contiguous or stride 0 as from .sum().backward()):
   // the same sums as cp::grad_row, in 16 interleaved partial sums so that it vectorises.
-  const bool fast = M <= kMaxRowScratch && o.sx == 1 && (g.sx == 1 || g.sx == 0);
+  const bool fast = o.sx == 1 && (g.sx == 1 || g.sx == 0);
   for (int i = 0; fast && i < L; ++i) {
     const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
     const S* orow = &o.at(t0 + i, 0);
     const S* grow = &g.at(t0 + i, 0);
+    T* row = G + (long)i * Mp;
     constexpr int P = 16;
     T acc[P] = {};
     int c = 0;
@@ -307,24 +368,14 @@ void load_grad_chunk(const View<const S>& g, const View<const S>& o, const T* de
     T dot = T(0);
     for (int j = 0; j < P; ++j) dot += acc[j];
     gd[i] = -dot * inv;
-    for (c = 0; c < M; ++c) {
-      if (G) G[i * Mp + c] = row[c];
-      if (GT) GT[c * kChunk + i] = row[c];
-    }
   }
   for (int i = 0; !fast && i < L; ++i) {
     const T inv = cp::inv_den(denp[(t0 + i) * dstride]);
-    for (int c0 = 0; c0 < M; c0 += kMaxRowScratch) {  // M in pieces: the scratch row is fixed-size
-      const int mc = std::min(M - c0, kMaxRowScratch);
-      gd[i] += cp::grad_row<T>(
-          mc, inv, [&](int c) { return static_cast<T>(g.at(t0 + i, c0 + c)); },
-          [&](int c) { return static_cast<T>(o.at(t0 + i, c0 + c)); }, row);
-      for (int c = 0; c < mc; ++c) {
-        if (G) G[i * Mp + c0 + c] = row[c];
-        if (GT) GT[(c0 + c) * kChunk + i] = row[c];
-      }
-    }
+    gd[i] = cp::grad_row<T>(
+        M, inv, [&](int c) { return static_cast<T>(g.at(t0 + i, c)); },
+        [&](int c) { return static_cast<T>(o.at(t0 + i, c)); }, G + (long)i * Mp);
   }
+  if (GT) transpose(G, Mp, GT, kChunk, kChunk, Mp);
 }
 
 // Phi: q, k are raw (phi applied on load) and dq, dk are gradients w.r.t. raw q, k.
@@ -354,7 +405,7 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
         const int L = std::min(kChunk, N - t0);
         load_chunk(kv, t0, L, D, Kf.data(), Dp, (T*)nullptr, Phi);
         if (Phi) load_chunk(qv, t0, L, D, Qf.data(), Dp, (T*)nullptr, true);
-        load_chunk(vv, t0, L, M, (T*)nullptr, Mp, VT.data());
+        load_chunk(vv, t0, L, M, Vc.data(), Mp, VT.data());
         load_grad_chunk(gv, ov, denp, ds, t0, L, M, Mp, G.data(), (T*)nullptr, gd.data());
         std::fill(P.begin(), P.end(), T(0));
         gemm_acc(G.data(), Mp, VT.data(), kChunk, P.data(), kChunk, kChunk, kChunk, Mp, Tri::LowerOut);
@@ -417,8 +468,7 @@ void backward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
           for (int c = 0; c < M; ++c) dvrow[c] = static_cast<S>(Out2[j * Mp + c]);
         }
         gemm_acc(QfT.data(), kChunk, G.data(), Mp, R.data(), Mp, Dp, Mp, kChunk, Tri::Full);
-        for (int c = 0; c < Dp; ++c)
-          for (int e = 0; e < Mp; ++e) Rt[e * Dp + c] = R[c * Mp + e];
+        transpose(R.data(), Mp, Rt.data(), Dp, Dp, Mp);
         for (int i = 0; i < L; ++i)
           for (int c = 0; c < D; ++c) r[c] += Qf[i * Dp + c] * gd[i];
       }
