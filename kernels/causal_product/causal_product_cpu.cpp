@@ -130,6 +130,7 @@ void gemm_acc(const T* A, int lda, const T* B, int ldb, T* Cm, int ldc, int rows
   }
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
 // One butterfly stage of an in-register W x W transpose: swaps the off-diagonal s x s sub-blocks
 // of every 2s x 2s block (row bit s against column bit s) with two-source shuffles whose lane
 // indices are compile-time constants.
@@ -170,6 +171,15 @@ inline void transpose_block(const T* src, long lds, T* dst, long ldd) {
 #pragma GCC unroll 16
   for (int i = 0; i < W; ++i) vstore(dst + i * ldd, r[i]);
 }
+#else
+// Other compilers (__builtin_shuffle is GCC's): element by element.
+template <typename T>
+inline void transpose_block(const T* src, long lds, T* dst, long ldd) {
+  constexpr int W = VecT<T>::W;
+  for (int i = 0; i < W; ++i)
+    for (int j = 0; j < W; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+#endif
 
 // dst[cols][rows] = src[rows][cols]^T, by W x W blocks; rows and cols are multiples of W.
 template <typename T>
