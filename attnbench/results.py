@@ -5,7 +5,8 @@ Run directory layout::
 
     journal.jsonl      every finished point, appended as it finishes (the source of truth)
     results.parquet    one row per point (columns documented in COLUMNS)
-    samples.parquet    point_id, sample, time_ms: every timing sample, per call
+    samples.parquet    point_id, sample, time_ms, round: every timing sample, per call, and the
+                       round (worker process) that took it
     steps.parquet      decode points only: one row per sampled step (columns in STEP_COLUMNS)
     metadata.json      schema_version, environment, suite, command line, timestamps
     plan.json          the points of the run, so --resume knows what is missing
@@ -151,11 +152,13 @@ def records_to_frames(records: list[dict[str, Any]]) -> tuple[Any, Any]:
     df = df[front + [c for c in df.columns if c not in COLUMNS]]
     samples = pd.DataFrame(
         [
-            {"point_id": rec["row"]["point_id"], "sample": i, "time_ms": t}
+            {"point_id": rec["row"]["point_id"], "sample": i, "time_ms": t, "round": rnd}
             for rec in records
-            for i, t in enumerate(rec.get("samples", []))
+            for i, (t, rnd) in enumerate(
+                zip(rec.get("samples", []), rec.get("sample_rounds") or [0] * len(rec.get("samples", [])), strict=True)
+            )
         ],
-        columns=["point_id", "sample", "time_ms"],
+        columns=["point_id", "sample", "time_ms", "round"],
     )
     return df, samples
 

@@ -33,11 +33,12 @@ def write_run(
     run_dir: Path, rows: list[dict[str, Any]], env: dict[str, Any] | None = None, suite_source: str = ""
 ) -> Path:
     """A run directory as `attnbench run` writes it; rows carry point_id, status and optional
-    samples, correct, peak_mib, dtype."""
+    samples (or ``rounds``: one list of samples per worker process), correct, peak_mib, dtype."""
     run_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for r in rows:
-        xs = r.get("samples") or []
+        per_round = r.get("rounds") or [r.get("samples") or []]
+        xs = [t for rnd in per_round for t in rnd]
         row = {
             "point_id": r["point_id"],
             "impl": r["point_id"].split("/")[0],
@@ -50,7 +51,8 @@ def write_run(
             "calls_per_sample": 2,
             "error": r.get("error"),
         }
-        records.append({"row": row, "samples": xs})
+        for i, rnd in enumerate(per_round):
+            records.append({"row": {**row, "round": i}, "samples": list(rnd)})
     df, smp = results.records_to_frames(records)
     df.to_parquet(run_dir / results.RESULTS, index=False)
     smp.to_parquet(run_dir / results.SAMPLES, index=False)

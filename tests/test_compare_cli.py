@@ -146,3 +146,31 @@ def test_default_baseline_dir_is_under_the_cwd(runs, tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert (tmp_path / ".attnbench" / "baselines" / "b1" / "baseline.json").is_file()
+
+
+def test_rounds_travel_through_the_run_directory_and_slow_ones_are_set_aside(tmp_path):
+    def rows(state: list[float], seed: int) -> list[dict]:
+        out = []
+        for i, p in enumerate(PIDS):
+            per = state if i == 0 else [1.0, 1.0, 1.0]
+            out.append(
+                {"point_id": p, "rounds": [samples((1 + i) * f, 12, 0.02, seed + 7 * i + r) for r, f in enumerate(per)]}
+            )
+        return out
+
+    base = write_run(tmp_path / "base", rows([1.0, 1.0, 2.0], 0))
+    cur = write_run(tmp_path / "cur", rows([2.0, 1.0, 2.0], 500))
+    import pandas as pd
+
+    smp = pd.read_parquet(base / "samples.parquet")
+    assert sorted(smp[smp.point_id == PIDS[0]]["round"].unique()) == [0, 1, 2]
+    res = attnbench("compare", str(base), str(cur), "--json")
+    assert res.returncode == 0, res.stderr
+    p0 = json.loads(res.stdout)["points"][0]
+    assert p0["verdict"] == "unchanged" and (p0["base_rounds"], p0["cur_rounds"]) == ("2/3", "1/3")
+    res = attnbench("compare", str(base), str(cur), "--json", "--round-window", "0")
+    assert json.loads(res.stdout)["points"][0]["verdict"] == "inconclusive"
+    res = attnbench("compare", str(base), str(cur), "--round-window", "1.5")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "error: --round-window 1.5: expected a number from 0 (keep every round) to below 1"
+    )

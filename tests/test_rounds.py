@@ -26,6 +26,7 @@ def test_pool_concatenates_samples_and_takes_median_peak_and_worst_error():
     assert row["round_medians_ms"] == [1.5, 3.5, 5.0]
     assert row["peak_mib"] == 11.0 and row["err_out"] == 2e-6 and row["correct"] is True
     assert "round" not in row
+    assert out["sample_rounds"] == [0, 0, 1, 1, 2]
 
 
 def test_a_failed_round_fails_the_point():

@@ -24,7 +24,7 @@ def render() -> str:
     lines += [f"| `{name}` | {unit} | {text} |" for name, (unit, text) in COLUMNS.items()]
     lines += [
         "",
-        "`samples.parquet`: `point_id`, `sample` (index), `time_ms` (per call, the block's time divided by its calls).",
+        "`samples.parquet`: `point_id`, `sample` (index), `time_ms` (per call, the block's time divided by its calls), `round` (the worker process that took it; 0 for single-round points).",
         "",
     ]
     return "\n".join(lines)

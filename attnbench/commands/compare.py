@@ -49,6 +49,12 @@ def compare(
     normalize: Annotated[
         bool | None, typer.Option("--normalize/--no-normalize", help="Divide out the run-wide shift (default: on).")
     ] = None,
+    round_window: Annotated[
+        float | None,
+        typer.Option(
+            help="Set aside rounds (worker processes) slower than the point's fastest round by more than this (0.15 = 15 %; 0 keeps all). Default 0.15."
+        ),
+    ] = None,
     allow_mismatch: Annotated[
         bool, typer.Option(help="Compare runs from different devices, CPUs, GPUs, torch versions or dtypes.")
     ] = False,
@@ -95,6 +101,7 @@ def compare(
         confidence=confidence,
         min_samples=min_samples,
         normalize=normalize,
+        round_window=round_window,
     )
     result = do_compare(base, cur, cfg)
     if reason:

@@ -70,12 +70,20 @@ class GateConfig:
     confidence: float = 0.99  # level of the bootstrap interval on the ratio of medians
     min_samples: int = 10  # fewer timing samples on either side: inconclusive
     normalize: bool = True  # divide out the run-wide shift (median ratio over all points)
+    round_window: float = 0.15  # rounds slower than the fastest round by more than this are set aside (0: keep all)
 
     def for_field(self, name: str) -> list[Check]:
         return [c for c in self.checks if c.field == name]
 
 
-GATE_KEYS = {"thresholds": list, "alpha": float, "confidence": float, "min_samples": int, "normalize": bool}
+GATE_KEYS = {
+    "thresholds": list,
+    "alpha": float,
+    "confidence": float,
+    "min_samples": int,
+    "normalize": bool,
+    "round_window": float,
+}
 
 
 def validate_gate_table(where: str, table: Any) -> dict[str, Any]:
@@ -97,6 +105,11 @@ def validate_gate_table(where: str, table: Any) -> dict[str, Any]:
         elif kind is int:
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise UserError(f"{where} [gate]: {key} = {val!r}: expected a positive integer")
+        elif key == "round_window":
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val < 1:
+                raise UserError(
+                    f"{where} [gate]: {key} = {val!r}: expected a number from 0 (keep every round) to below 1"
+                )
         elif isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < 1:
             raise UserError(f"{where} [gate]: {key} = {val!r}: expected a number between 0 and 1")
     return dict(table)
@@ -124,6 +137,8 @@ def make_config(
         raise UserError(f"--alpha {cfg.alpha}: expected a number between 0 and 1")
     if cfg.min_samples < 1:
         raise UserError(f"--min-samples {cfg.min_samples}: expected a positive integer")
+    if not 0 <= cfg.round_window < 1:
+        raise UserError(f"--round-window {cfg.round_window}: expected a number from 0 (keep every round) to below 1")
     return cfg
 
 

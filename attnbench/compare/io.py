@@ -33,6 +33,7 @@ class PointData:
     impl: str = ""
     dtype: str | None = None
     error: str | None = None
+    sample_rounds: list[int] | None = None  # the round (worker process) of each sample, if known
 
     @property
     def failed(self) -> bool:
@@ -83,9 +84,12 @@ def side_from_run(run_dir: Path, label: str | None = None) -> Side:
 
     df, samples, meta = results.load_run(run_dir)
     by_point: dict[str, list[float]] = {}
+    rounds_of: dict[str, list[int]] = {}
     if samples is not None and len(samples):
         for pid, grp in samples.sort_values(["point_id", "sample"]).groupby("point_id", sort=False):
             by_point[str(pid)] = [float(t) for t in grp["time_ms"]]
+            if "round" in grp.columns:  # runs written before rounds were recorded have none
+                rounds_of[str(pid)] = [int(r) for r in grp["round"]]
     points: dict[str, PointData] = {}
     for row in df.to_dict(orient="records"):
         pid = str(row["point_id"])
@@ -94,6 +98,7 @@ def side_from_run(run_dir: Path, label: str | None = None) -> Side:
             status=str(row.get("status") or "ok"),
             correct=_bool(row.get("correct")),
             samples=by_point.get(pid),
+            sample_rounds=rounds_of.get(pid),
             median=_num(row.get("time_ms_median")),
             peak_mib=_num(row.get("peak_mib")),
             impl=_str(row.get("impl")) or pid.split("/")[0],

@@ -7,11 +7,13 @@
   so the same inputs always give the same verdict.
 * :func:`benjamini_hochberg`: adjusted p-values (q-values) controlling the false discovery
   rate across the many points of a sweep.
+* :func:`fast_rounds`: the samples of the rounds (worker processes) in a point's fastest state.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,3 +103,28 @@ def robust_shift(ratios: Sequence[float], min_points: int = 6) -> float:
     if len(r) < min_points:
         return 1.0
     return float(np.exp(np.median(np.log(r))))
+
+
+def fast_rounds(samples: Sequence[float], rounds: Sequence[int] | None, window: float) -> tuple[list[float], int, int]:
+    """(samples of the fast rounds, rounds kept, rounds in all).
+
+    A round is one worker process. On a CPU a point's speed is partly a state of its process
+    that lasts the whole process: where the physical pages of its buffers fell in the caches
+    (measured here: naive softmax forward at N=512 ran at 5.5 ms in most processes and at 11 ms
+    in others, every sample alike). A round is kept when its median is within ``window``
+    (0.15 = 15 %) of the fastest round's median; the others are set aside, so both sides of a
+    comparison describe the same state. With one round, no round information, or ``window``
+    <= 0, every sample is kept.
+    """
+    n = len(samples)
+    if window <= 0 or not rounds or len(rounds) != n:
+        return list(samples), 1, 1
+    groups: dict[int, list[float]] = defaultdict(list)
+    for t, r in zip(samples, rounds, strict=True):
+        groups[int(r)].append(float(t))
+    if len(groups) < 2:
+        return list(samples), 1, 1
+    medians = {r: float(np.median(g)) for r, g in groups.items()}
+    limit = min(medians.values()) * (1.0 + window)
+    keep = {r for r, m in medians.items() if m <= limit}
+    return [float(t) for t, r in zip(samples, rounds, strict=True) if int(r) in keep], len(keep), len(groups)

@@ -2,6 +2,10 @@
 
 Latency rule (both sides ran and are correct):
 
+0. Only the samples of each side's fast rounds count (``round_window``, see
+   :func:`attnbench.compare.stats.fast_rounds`): a worker process stuck in a slow cache
+   state for its whole life is set aside on either side, and the numbers below describe the
+   point's fast state on both. How many rounds were kept is reported.
 1. Fewer than ``min_samples`` timing samples on either side: **inconclusive**.
 2. The run-wide shift ``s`` (geometric median over all points of median(cur)/median(base)) is
    divided out when ``normalize`` is on: a shared machine slows whole runs by 5-20 %, which is
@@ -63,6 +67,8 @@ class PointVerdict:
     q: float | None = None
     base_mib: float | None = None
     cur_mib: float | None = None
+    base_rounds: str | None = None  # "kept/all" rounds of the baseline, e.g. "2/3"
+    cur_rounds: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,6 +132,18 @@ def _pct(r: float) -> str:
     return f"{(r - 1) * 100:+.1f}%"
 
 
+def _rounds_note(pv: PointVerdict) -> str:
+    """ ", fast rounds 2/3 vs 3/3" when slow rounds were set aside on either side, else ""."""
+    if pv.base_rounds is None or pv.cur_rounds is None:
+        return ""
+    if (
+        pv.base_rounds.split("/")[0] == pv.base_rounds.split("/")[1]
+        and pv.cur_rounds.split("/")[0] == pv.cur_rounds.split("/")[1]
+    ):
+        return ""
+    return f", fast rounds {pv.base_rounds} vs {pv.cur_rounds}"
+
+
 def _latency(
     pv: PointVerdict, b: list[float], c: list[float], shift: float, fast_shift: float, cfg: GateConfig
 ) -> tuple[Verdict, str]:
@@ -141,9 +159,12 @@ def _latency(
     slower = all(k.exceeds(base_eff, base_eff * pv.ratio) for k in checks)
     faster = all(k.improves(base_eff, base_eff * pv.ratio) for k in checks)
     if sig and all(k.exceeds(base_eff, base_eff * lo) and k.exceeds(base_fast, cur_fast) for k in checks):
-        return Verdict.REGRESSED, f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g})"
+        return (
+            Verdict.REGRESSED,
+            f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g}{_rounds_note(pv)})",
+        )
     if sig and all(k.improves(base_eff, base_eff * hi) and k.improves(base_fast, cur_fast) for k in checks):
-        return Verdict.IMPROVED, f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g})"
+        return Verdict.IMPROVED, f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g}{_rounds_note(pv)})"
     if slower or faster:
         if not sig:
             why = f"not significant (q={pv.q:.2g})"
@@ -153,7 +174,7 @@ def _latency(
             why = f"CI {_pct(lo)}..{_pct(hi)} reaches above the threshold"
         else:
             why = f"fastest samples moved only {_pct(pv.fast_ratio or 1.0)} (contention?)"
-        return Verdict.INCONCLUSIVE, f"latency {_pct(pv.ratio)} but {why}"
+        return Verdict.INCONCLUSIVE, f"latency {_pct(pv.ratio)} but {why}{_rounds_note(pv)}"
     return Verdict.UNCHANGED, ""
 
 
@@ -180,7 +201,7 @@ def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
     cfg = cfg or GateConfig()
     ids = list(base.points) + [p for p in cur.points if p not in base.points]
     out: list[PointVerdict] = []
-    tested: list[tuple[PointVerdict, PointData, PointData]] = []
+    tested: list[tuple[PointVerdict, list[float], list[float]]] = []
     pending: dict[str, tuple[Verdict, str]] = {}
     for pid in ids:
         b, c = base.points.get(pid), cur.points.get(pid)
@@ -195,35 +216,39 @@ def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
             pv.verdict, pv.reason = decided
             continue
         assert b is not None and c is not None
-        nb, nc = len(b.samples or []), len(c.samples or [])
+        bs, bk, bn = stats.fast_rounds(b.samples or [], b.sample_rounds, cfg.round_window)
+        cs, ck, cn = stats.fast_rounds(c.samples or [], c.sample_rounds, cfg.round_window)
+        if bn > 1 or cn > 1:
+            pv.base_rounds, pv.cur_rounds = f"{bk}/{bn}", f"{ck}/{cn}"
+        nb, nc = len(bs), len(cs)
         if nb < cfg.min_samples or nc < cfg.min_samples:
             pending[pid] = (Verdict.INCONCLUSIVE, f"too few samples to decide ({nb} vs {nc}, need {cfg.min_samples})")
         else:
-            pv.base_ms, pv.cur_ms = _median(b.samples), _median(c.samples)  # type: ignore[arg-type]
-            tested.append((pv, b, c))
+            pv.base_ms, pv.cur_ms = _median(bs), _median(cs)
+            tested.append((pv, bs, cs))
         if pv.base_ms and pv.cur_ms:
             pv.ratio = pv.cur_ms / pv.base_ms
         pending.setdefault(pid, (Verdict.UNCHANGED, ""))  # the latency verdict of an untested point
     shift = stats.robust_shift([pv.ratio for pv, _, _ in tested if pv.ratio]) if cfg.normalize else 1.0
     # the fastest samples drift less than the medians under load: they get their own shift
-    fast_shift = stats.robust_shift([min(c.samples) / min(b.samples) for _, b, c in tested]) if cfg.normalize else 1.0  # type: ignore[arg-type]
-    for pv, b, c in tested:
-        bs = [x * shift for x in b.samples]  # type: ignore[union-attr]
-        pv.p = stats.mann_whitney_p(bs, c.samples)  # type: ignore[arg-type]
-        lo, hi = stats.bootstrap_ratio_ci(bs, c.samples, cfg.confidence)  # type: ignore[arg-type]
+    fast_shift = stats.robust_shift([min(cs) / min(bs) for _, bs, cs in tested]) if cfg.normalize else 1.0
+    for pv, bs, cs in tested:
+        scaled = [x * shift for x in bs]
+        pv.p = stats.mann_whitney_p(scaled, cs)
+        lo, hi = stats.bootstrap_ratio_ci(scaled, cs, cfg.confidence)
         pv.ci_low, pv.ci_high = lo, hi
         pv.ratio = pv.cur_ms / (pv.base_ms * shift)  # type: ignore[operator]
-        pv.fast_ratio = min(c.samples) / (min(b.samples) * fast_shift)  # type: ignore[union-attr, arg-type]
+        pv.fast_ratio = min(cs) / (min(bs) * fast_shift)
     for (pv, _, _), q in zip(tested, stats.benjamini_hochberg([pv.p for pv, _, _ in tested]), strict=False):  # type: ignore[misc]
         pv.q = q
-    tested_ids = {pv.point_id: (b, c) for pv, b, c in tested}
+    tested_ids = {pv.point_id: (bs, cs) for pv, bs, cs in tested}
     for pv in out:
         if pv.point_id not in pending:
             continue
         b, c = base.points[pv.point_id], cur.points[pv.point_id]
         lat = pending[pv.point_id]
         if pv.point_id in tested_ids:
-            lat = _latency(pv, b.samples, c.samples, shift, fast_shift, cfg)  # type: ignore[arg-type]
+            lat = _latency(pv, *tested_ids[pv.point_id], shift, fast_shift, cfg)
         mem = _memory(b, c, cfg)
         pv.verdict, pv.reason = _combine(lat, mem)
     notes = []

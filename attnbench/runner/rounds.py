@@ -19,7 +19,8 @@ _ERR = ("err_out", "err_dq", "err_dk", "err_dv")
 
 def pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per point: samples of every round pooled, statistics recomputed, peak memory
-    the median over rounds, errors the worst round's. A round that failed makes the point fail
+    the median over rounds, errors the worst round's; ``sample_rounds`` says which round took
+    each sample (the gate sets slow processes aside: see attnbench.compare.stats.fast_rounds). A round that failed makes the point fail
     with that round's row. Records of single-round points pass through unchanged."""
     by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
@@ -45,6 +46,7 @@ def pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _pooled(recs: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [r["row"] for r in recs]
     samples = [t for r in recs for t in r.get("samples", [])]
+    sample_rounds = [int(r["row"].get("round", 0)) for r in recs for _ in r.get("samples", [])]
     row = dict(rows[0])
     stats = summarize(samples)
     row.update(stats.as_dict("time_ms"))
@@ -64,7 +66,7 @@ def _pooled(recs: list[dict[str, Any]]) -> dict[str, Any]:
     row["correct"] = all(r.get("correct") is not False for r in rows)
     problems = [r["correctness_error"] for r in rows if r.get("correctness_error")]
     row["correctness_error"] = problems[0] if problems else None
-    return {"row": _drop_round(row), "samples": samples}
+    return {"row": _drop_round(row), "samples": samples, "sample_rounds": sample_rounds}
 
 
 def _drop_round(row: dict[str, Any]) -> dict[str, Any]:
