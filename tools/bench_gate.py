@@ -5,12 +5,15 @@ and ``extramem``, linear-chunked with work or memory injected through environmen
 several times and compares the runs with ``attnbench compare --json``:
 
 * A/A: ``--pairs`` pairs of identical runs; every "regressed" verdict is a false regression;
+  then every other ordered pair of those runs, for more A/A comparisons from the same runs;
 * slowdown: ATTNBENCH_TEST_SLOWDOWN=0.25 against the first A run: the share of the slowdown
   impl's points flagged as regressed, and the regressed points of the other impls;
 * memory: ATTNBENCH_TEST_EXTRA_MEMORY=0.10 against the first A run: extramem points flagged;
-* guard: the first A run with its torch version edited: compare must exit 2 with one line.
+* guard: the first A run with its torch version edited: compare must exit 2 with one line;
+* slow rounds: per point, how many rounds (worker processes) of the A runs were in a slow
+  state, and in how many runs every round was (the case the gate cannot tell from a regression).
 
-Usage: PYTHONPATH=$PWD python tools/bench_gate.py [--pairs 3] [--threads 1] [--out DIR]
+Usage: PYTHONPATH=$PWD python tools/bench_gate.py [--pairs 3] [--threads 1] [--rounds N] [--out DIR]
 Prints a Markdown summary (pasted into docs/ci.md) and writes DIR/bench_gate.json.
 """
 
@@ -46,10 +49,13 @@ def attnbench(args: list[str], extra_env: dict[str, str] | None = None) -> subpr
     )
 
 
+ROUNDS: list[str] = []  # ["--rounds", "N"] when --rounds is given
+
+
 def run(out: Path, threads: int, extra_env: dict[str, str] | None = None) -> Path:
     t0 = time.time()
     res = attnbench(
-        ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads)],
+        ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads), *ROUNDS],
         extra_env,
     )
     if res.returncode != 0:
@@ -76,7 +82,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_gate")
+    ap.add_argument("--rounds", type=int, default=None, help="worker processes per point (default: the suite's)")
     args = ap.parse_args()
+    if args.rounds:
+        ROUNDS[:] = ["--rounds", str(args.rounds)]
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     print(f"bench_gate: {2 * args.pairs + 2} runs of the ci suite, threads={args.threads}", file=sys.stderr)
@@ -97,6 +106,18 @@ def main() -> None:
         report["aa"].append({"pair": i, "counts": c, "shift": doc["shift"]})
         lines.append(f"| A/A pair {i + 1} | {len(doc['points'])} | {c['regressed']} | {c['inconclusive']} | "
                      f"{c['improved']} | {(doc['shift'] - 1) * 100:+.1f}% |")  # fmt: skip
+
+    # every other ordered pair of A runs too: more A/A comparisons from the same runs
+    extra = [(i, j) for i in range(len(a)) for j in range(len(a)) if i != j and not (i % 2 == 0 and j == i + 1)]
+    fp: dict[str, int] = {}
+    inconclusive = 0
+    for i, j in extra:
+        doc = compare(a[i], a[j])
+        inconclusive += doc["counts"]["inconclusive"]
+        for p in doc["points"]:
+            if p["verdict"] == "regressed":
+                fp[p["point_id"]] = fp.get(p["point_id"], 0) + 1
+    report["aa_all_pairs"] = {"comparisons": len(extra), "regressed": fp, "inconclusive": inconclusive}
 
     doc = compare(a[0], slow)
     hit, total = _by_impl(doc, "slowdown", "regressed")
@@ -127,10 +148,38 @@ def main() -> None:
     res = attnbench(["compare", str(a[0]), str(other)])
     report["guard"] = {"exit": res.returncode, "stderr": res.stderr.strip()}
 
-    (args.out / "bench_gate.json").write_text(json.dumps(report, indent=1))
     print("\n".join(lines))
+    n_pts = len(doc["points"])
+    print(f"\nall other ordered A/A pairs ({len(extra)} comparisons, {len(extra) * n_pts} point comparisons): "
+          f"{sum(fp.values())} regressed {fp or ''}, {inconclusive / max(len(extra), 1):.1f} inconclusive per comparison")  # fmt: skip
     print("\nmeasured memory growth of extramem points: " + ", ".join(f"{g * 100:+.1f}%" for _, g in growth))
     print(f"\ndifferent torch versions: exit {res.returncode}: `{res.stderr.strip()}`")
+    slow = slow_rounds(a)
+    report["slow_rounds"] = slow
+    print(f"\nrounds in a slow state (median > 1.15 x the lower quartile of the point's round medians over the {len(a)} A runs):")
+    for pid, (n_slow, n, all_slow) in sorted(slow.items(), key=lambda kv: -kv[1][0]):
+        if n_slow:
+            print(f"  {pid}: {n_slow}/{n}" + (f", every round of {all_slow} run(s)" if all_slow else ""))
+    (args.out / "bench_gate.json").write_text(json.dumps(report, indent=1))
+
+
+def slow_rounds(runs: list[Path]) -> dict[str, tuple[int, int, int]]:
+    """Per point over ``runs``: (rounds in a slow state, rounds, runs whose every round was slow)."""
+    import numpy as np
+    import pandas as pd
+
+    per: dict[str, list[tuple[int, float]]] = {}
+    for i, r in enumerate(runs):
+        smp = pd.read_parquet(r / "samples.parquet")
+        for (pid, _), grp in smp.groupby(["point_id", "round"]):
+            per.setdefault(str(pid), []).append((i, float(grp["time_ms"].median())))
+    out = {}
+    for pid, meds in per.items():
+        typical_fast = float(np.quantile([m for _, m in meds], 0.25))  # not the rare fastest round
+        slow = [i for i, m in meds if m > 1.15 * typical_fast]
+        all_slow = sum(1 for i in range(len(runs)) if 0 < slow.count(i) == sum(1 for j, _ in meds if j == i))
+        out[pid] = (len(slow), len(meds), all_slow)
+    return out
 
 
 if __name__ == "__main__":
