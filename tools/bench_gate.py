@@ -156,7 +156,9 @@ def main() -> None:
     print(f"\ndifferent torch versions: exit {res.returncode}: `{res.stderr.strip()}`")
     slow = slow_rounds(a)
     report["slow_rounds"] = slow
-    print(f"\nrounds in a slow state (median > 1.15 x the lower quartile of the point's round medians over the {len(a)} A runs):")
+    print(
+        f"\nrounds in a slow state (median > 1.15 x the lower quartile of the point's round medians over the {len(a)} A runs):"
+    )
     for pid, (n_slow, n, all_slow) in sorted(slow.items(), key=lambda kv: -kv[1][0]):
         if n_slow:
             print(f"  {pid}: {n_slow}/{n}" + (f", every round of {all_slow} run(s)" if all_slow else ""))
