@@ -49,15 +49,10 @@ def attnbench(args: list[str], extra_env: dict[str, str] | None = None) -> subpr
     )
 
 
-ROUNDS: list[str] = []  # ["--rounds", "N"] when --rounds is given
-
-
-def run(out: Path, threads: int, extra_env: dict[str, str] | None = None) -> Path:
+def run(out: Path, threads: int, rounds: int | None, extra_env: dict[str, str] | None = None) -> Path:
     t0 = time.time()
-    res = attnbench(
-        ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads), *ROUNDS],
-        extra_env,
-    )
+    args = ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads)]
+    res = attnbench(args + (["--rounds", str(rounds)] if rounds else []), extra_env)
     if res.returncode != 0:
         sys.exit(f"run {out} failed ({res.returncode}): {res.stderr[-2000:]}")
     print(f"  {out.name}: {time.time() - t0:.0f} s {extra_env or ''}", file=sys.stderr)
@@ -84,16 +79,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_gate")
     ap.add_argument("--rounds", type=int, default=None, help="worker processes per point (default: the suite's)")
     args = ap.parse_args()
-    if args.rounds:
-        ROUNDS[:] = ["--rounds", str(args.rounds)]
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     print(f"bench_gate: {2 * args.pairs + 2} runs of the ci suite, threads={args.threads}", file=sys.stderr)
 
-    a = [run(args.out / f"A{i}", args.threads) for i in range(2)]
-    slow = run(args.out / "slow25", args.threads, {"ATTNBENCH_TEST_SLOWDOWN": "0.25"})
-    mem = run(args.out / "mem10", args.threads, {"ATTNBENCH_TEST_EXTRA_MEMORY": "0.10"})
-    a += [run(args.out / f"A{i}", args.threads) for i in range(2, 2 * args.pairs)]
+    a = [run(args.out / f"A{i}", args.threads, args.rounds) for i in range(2)]
+    slow = run(args.out / "slow25", args.threads, args.rounds, {"ATTNBENCH_TEST_SLOWDOWN": "0.25"})
+    mem = run(args.out / "mem10", args.threads, args.rounds, {"ATTNBENCH_TEST_EXTRA_MEMORY": "0.10"})
+    a += [run(args.out / f"A{i}", args.threads, args.rounds) for i in range(2, 2 * args.pairs)]
 
     report: dict[str, Any] = {"threads": args.threads, "aa": []}
     lines = [

@@ -134,12 +134,8 @@ def _pct(r: float) -> str:
 
 def _rounds_note(pv: PointVerdict) -> str:
     """ ", fast rounds 2/3 vs 3/3" when slow rounds were set aside on either side, else ""."""
-    if pv.base_rounds is None or pv.cur_rounds is None:
-        return ""
-    if (
-        pv.base_rounds.split("/")[0] == pv.base_rounds.split("/")[1]
-        and pv.cur_rounds.split("/")[0] == pv.cur_rounds.split("/")[1]
-    ):
+    sides = (pv.base_rounds, pv.cur_rounds)
+    if None in sides or all(kept == total for kept, total in (s.split("/") for s in sides)):  # type: ignore[union-attr]
         return ""
     return f", fast rounds {pv.base_rounds} vs {pv.cur_rounds}"
 

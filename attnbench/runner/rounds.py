@@ -20,8 +20,9 @@ _ERR = ("err_out", "err_dq", "err_dk", "err_dv")
 def pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per point: samples of every round pooled, statistics recomputed, peak memory
     the median over rounds, errors the worst round's; ``sample_rounds`` says which round took
-    each sample (the gate sets slow processes aside: see attnbench.compare.stats.fast_rounds). A round that failed makes the point fail
-    with that round's row. Records of single-round points pass through unchanged."""
+    each sample (the gate sets slow processes aside: attnbench.compare.stats.fast_rounds).
+    A round that failed makes the point fail with that round's row. Records of single-round
+    points pass through unchanged."""
     by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
         by_point[rec["row"]["point_id"]].append(rec)
