@@ -12,6 +12,7 @@ from attnbench.commands.export import export
 from attnbench.commands.list_ import list_cmd
 from attnbench.commands.report import report
 from attnbench.commands.run import run
+from attnbench.commands.suite import suite_app
 
 app = typer.Typer(
     name="attnbench",
@@ -27,6 +28,7 @@ app.command("compare")(compare)
 app.command("export")(export)
 app.add_typer(baseline_app, name="baseline")
 app.command("report")(report)
+app.add_typer(suite_app, name="suite")
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """The machine and software fingerprint stored with every run (and used to refuse comparing
-runs from different set-ups)."""
+runs from different set-ups), and the device a run uses. Imports torch: commands import this
+module inside their bodies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from attnbench import __version__
+from attnbench.errors import UserError
+from attnbench.point import DEVICES
 
 
 def cpu_model() -> str:
@@ -41,10 +48,6 @@ def git_commit(path: Path) -> str | None:
 
 def fingerprint(device: str, threads: int | None = None) -> dict[str, Any]:
     """CPU, threads, Python, torch, CUDA and GPU facts; git commits of the cwd and of attnbench."""
-    import torch
-
-    from attnbench import __version__
-
     info: dict[str, Any] = {
         "attnbench": __version__,
         "python": sys.version.split()[0],
@@ -68,3 +71,15 @@ def fingerprint(device: str, threads: int | None = None) -> dict[str, Any]:
         info["gpu_memory_mib"] = props.total_memory / 2**20
         info["gpu_uuid"] = str(getattr(props, "uuid", "")) or None
     return info
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when a CUDA device is visible, else cpu; ``cuda`` without one is a
+    UserError. (torch.cuda.is_available() does not create a CUDA context.)"""
+    if device not in ("auto", *DEVICES):
+        raise UserError(f"--device {device!r}: expected auto, {' or '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+    return device

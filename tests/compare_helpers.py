@@ -9,6 +9,7 @@ import numpy as np
 
 from attnbench import results
 from attnbench.compare.io import PointData, Side
+from attnbench.point import Record
 
 ENV = {"device": "cpu", "cpu_model": "Test CPU", "torch": "2.13.0", "torch_cuda": None, "gpu": None, "threads": 1}
 
@@ -52,7 +53,7 @@ def write_run(
             "error": r.get("error"),
         }
         for i, rnd in enumerate(per_round):
-            records.append({"row": {**row, "round": i}, "samples": list(rnd)})
+            records.append(Record({**row, "round": i}, [float(t) for t in rnd]))
     df, smp = results.records_to_frames(records)
     df.to_parquet(run_dir / results.RESULTS, index=False)
     smp.to_parquet(run_dir / results.SAMPLES, index=False)

@@ -97,7 +97,7 @@ def test_guard_refuses_other_torch_unless_allowed(runs):
         (["compare", "/nonexistent/a", "/nonexistent/b"], "no such run directory or result file"),
         (["compare", "only-one"], "expected BASELINE CURRENT"),
         (["compare", "-t", "latency:5", "x", "y"], "no such run directory"),
-        (["export", "--format", "csv", "x"], "--format 'csv': expected one of pytest-benchmark"),
+        (["export", "--format", "xml", "x"], "--format 'xml': expected one of pytest-benchmark, csv"),
         (["baseline", "save", "bad/name", "x"], "baseline name 'bad/name'"),
     ],
 )

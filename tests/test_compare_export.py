@@ -12,8 +12,8 @@ from compare_helpers import samples, write_run
 from pytest_benchmark.stats import Stats
 from test_compare_cli import PIDS, _rows, attnbench
 
-from attnbench.compare.export import pb_stats, to_pytest_benchmark
 from attnbench.compare.io import load_side, side_from_run
+from attnbench.results.pytest_benchmark import pb_stats, to_pytest_benchmark
 
 PB_CLI = Path(__file__).resolve().parents[1]  # the venv's pytest-benchmark script is beside python
 

@@ -7,10 +7,10 @@ import scipy.stats
 from compare_helpers import ENV, point, samples, side
 
 from attnbench.compare import stats
-from attnbench.compare.checks import GateConfig, make_config, parse_check, validate_gate_table
 from attnbench.compare.io import mismatch_reason
 from attnbench.compare.verdicts import Verdict, compare
 from attnbench.errors import UserError
+from attnbench.gate import GateConfig, make_config, parse_check, validate_gate_table
 
 # ---- statistics ---------------------------------------------------------------------------
 

@@ -148,30 +148,19 @@ def test_calibrate_on_cuda():
 @pytest.mark.gpu
 def test_measure_point_on_cuda_with_real_nvml():
     from attnbench.measure import telemetry
-    from attnbench.runner.worker import measure_point
+    from attnbench.measure.passes import measure_point
+    from attnbench.point import Point, RunOptions, TimingConfig
 
     idx, uuid = telemetry.cuda_identity()
-    point = {
-        "impl": "sdpa",
-        "pass": "fwdbwd",
-        "causal": True,
-        "dtype": "float32",
-        "B": 1,
-        "H": 4,
-        "N": 1024,
-        "D": 64,
-        "M": 64,
-        "seed": 0,
-        "device": "cuda",
-        "params": {},
-        "point_id": "sdpa/fwdbwd/causal/float32/B1-H4-N1024-D64-M64",
-    }
-    options = {
-        "timing": {"warmup_s": 0.02, "max_time_s": 0.3},
-        "telemetry": {"index": idx, "uuid": uuid, "interval_s": 0.01},
-        "peaks": {"flops_per_s": {"float32": 5e13}, "bytes_per_s": 3e12},
-    }
-    row = measure_point(point, options)["row"]
+    point = Point("sdpa", "fwdbwd", True, "float32", B=1, H=4, N=1024, D=64, M=64, device="cuda")
+    options = RunOptions(
+        "cuda",
+        1,
+        TimingConfig.from_table({"warmup_s": 0.02, "max_time_s": 0.3}),
+        telemetry={"index": idx, "uuid": uuid, "interval_s": 0.01},
+        peaks={"flops_per_s": {"float32": 5e13}, "bytes_per_s": 3e12},
+    )
+    row = measure_point(point, options).row
     assert row["status"] == "ok" and row["timer"] == "cuda-event" and row["correct"]
     assert row["peak_mib"] > 0 and row["mem_method"] == "cuda-allocator"
     probe = telemetry.probe("cuda", idx, uuid)

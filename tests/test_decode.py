@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from attnbench.decode.decoders import get_decoder
-from attnbench.decode.measure import measure_decode, sampled_steps
 from attnbench.errors import UserError
 from attnbench.impls import registry
+from attnbench.impls.registry import get_decoder
 from attnbench.measure.correctness import rel_error
+from attnbench.measure.passes import measure_point
+from attnbench.measure.passes.decode import sampled_steps
+from attnbench.point import Point, RunOptions, TimingConfig
 from attnbench.results import STEP_COLUMNS
 from attnbench.suite import expand, load_suite, parse_set, parse_suite
 from tests.helpers import rand_qkvg
@@ -82,29 +85,15 @@ def test_sampled_steps_are_logarithmic_and_end_at_t():
 
 
 def test_measure_decode_row_and_steps():
-    point = {
-        "impl": "linear-recurrent",
-        "pass": "decode",
-        "causal": True,
-        "dtype": "float32",
-        "device": "cpu",
-        "B": 1,
-        "H": 2,
-        "D": 8,
-        "M": 4,
-        "P": 3,
-        "T": 9,
-        "N": 12,
-        "seed": 0,
-        "params": {},
-    }
-    rec = measure_decode(point, {"threads": 1, "timing": {"min_samples": 2}})
-    row = rec["row"]
+    point = Point("linear-recurrent", "decode", True, "float32", B=1, H=2, N=12, D=8, M=4, P=3, T=9)
+    options = RunOptions("cpu", 1, TimingConfig.from_table({"min_samples": 2}))
+    rec = measure_point(point, options)
+    row = rec.row
     assert row["status"] == "ok" and row["correct"], row
-    assert [s["step"] for s in rec["steps"]] == sampled_steps(9)
-    assert all(s["err_out"] < 1e-5 for s in rec["steps"])
-    assert row["tokens_per_s_method"] == "measured" and len(rec["samples"]) == 9
-    skipped = measure_decode({**point, "causal": False}, {"threads": 1})["row"]
+    assert [s["step"] for s in rec.steps] == sampled_steps(9)
+    assert all(s["err_out"] < 1e-5 for s in rec.steps)
+    assert row["tokens_per_s_method"] == "measured" and len(rec.samples) == 9
+    skipped = measure_point(replace(point, causal=False), RunOptions("cpu", 1)).row
     assert skipped["status"] == "skipped" and "causal only" in skipped["error"]
 
 
@@ -127,8 +116,8 @@ timeout_s = 60
 
 def test_suite_p_t_validation_and_expansion():
     pts = expand(parse_suite(DECODE_SUITE.format(P="[0, 4]", T=12), "d.toml"), "cpu")
-    assert {(p["P"], p["N"]) for p in pts} == {(0, 12), (4, 16)}
-    assert pts[0]["point_id"] == "linear-recurrent/decode/causal/float32/B1-H2-N12-D8-M4-P0-T12"
+    assert {(p.P, p.N) for p in pts} == {(0, 12), (4, 16)}
+    assert pts[0].point_id == "linear-recurrent/decode/causal/float32/B1-H2-N12-D8-M4-P0-T12"
     for bad, msg in (
         ("P = -1", "P = -1: expected an integer >= 0"),
         ("T = 0", "T = 0: expected an integer >= 1"),
@@ -143,13 +132,13 @@ def test_suite_p_t_validation_and_expansion():
         parse_set("T=abc")
     # other passes ignore P and T: ids unchanged
     fwd = expand(parse_suite(DECODE_SUITE.format(P=0, T=8).replace('"decode"', '"fwd"\nN = 16'), "d.toml"), "cpu")
-    assert fwd[0]["point_id"] == "linear-recurrent/fwd/causal/float32/B1-H2-N16-D8-M4" and "P" not in fwd[0]
+    assert fwd[0].point_id == "linear-recurrent/fwd/causal/float32/B1-H2-N16-D8-M4" and fwd[0].P is None
 
 
 def test_shipped_decode_suite_runs_linear_to_16384_and_caps_softmax():
-    pts = {p["point_id"].split("/")[0] + f"@{p['T']}": p for p in expand(load_suite("decode"), "cpu")}
-    assert not pts["linear-recurrent@16384"]["skip"]
-    assert pts["softmax-recompute@16384"]["skip"] and not pts["softmax-recompute@2048"]["skip"]
+    pts = {p.point_id.split("/")[0] + f"@{p.T}": p for p in expand(load_suite("decode"), "cpu")}
+    assert not pts["linear-recurrent@16384"].skip
+    assert pts["softmax-recompute@16384"].skip and not pts["softmax-recompute@2048"].skip
 
 
 def test_unknown_decoder_is_a_user_error():

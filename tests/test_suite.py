@@ -31,24 +31,24 @@ def test_shipped_suites_parse():
 
 def test_seqlen_covers_256_to_16384_on_cpu_for_linear_impls():
     pts = expand(load_suite("seqlen"), "cpu")
-    ns = {p["N"] for p in pts if p["impl"] == "linear-chunked" and not p["skip"]}
+    ns = {p.N for p in pts if p.impl == "linear-chunked" and not p.skip}
     assert min(ns) == 256 and max(ns) == 16384
 
 
 def test_expand_limits_become_skip_reasons():
     pts = expand(parse_suite(GOOD, "t.toml"), "cpu")
     assert len(pts) == 4
-    skipped = [p for p in pts if p["skip"]]
-    assert [p["point_id"] for p in skipped] == ["softmax/fwd/causal/float32/B1-H4-N4096-D64-M64"]
-    assert "max_N=1024" in skipped[0]["skip"]
-    chunked = [p for p in pts if p["impl"] == "linear-chunked"]
-    assert chunked[0]["params"] == {"chunk_size": 32}
-    assert chunked[0]["point_id"].endswith("-chunk_size32")
+    skipped = [p for p in pts if p.skip]
+    assert [p.point_id for p in skipped] == ["softmax/fwd/causal/float32/B1-H4-N4096-D64-M64"]
+    assert "max_N=1024" in skipped[0].skip
+    chunked = [p for p in pts if p.impl == "linear-chunked"]
+    assert chunked[0].params == {"chunk_size": 32}
+    assert chunked[0].point_id.endswith("-chunk_size32")
 
 
 def test_overrides_replace_axes():
     pts = expand(parse_suite(GOOD, "t.toml"), "cpu", {"N": [64], "impl": ["softmax"]})
-    assert [p["N"] for p in pts] == [64]
+    assert [p.N for p in pts] == [64]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import pytest
 from attnbench.measure import nvml as nvml_mod
 from attnbench.measure import telemetry
 from attnbench.measure.nvml import Reading, decode_reasons, is_throttle, open_nvml
-from attnbench.runner.worker import measure_point
+from attnbench.measure.passes import measure_point
+from attnbench.point import Point, RunOptions, TimingConfig
 from tests.fake_nvml import UUID, FakeGpu, install
 
 POWER_CAP = pynvml.nvmlClocksEventReasonSwPowerCap
@@ -116,32 +117,21 @@ def test_summarize_readings_exact():
     assert telemetry.summarize_readings(idle_only, None, 0.0, 1)["throttled"] is False
 
 
-POINT = {
-    "impl": "linear-chunked",
-    "pass": "fwd",
-    "causal": True,
-    "dtype": "float32",
-    "B": 1,
-    "H": 2,
-    "N": 64,
-    "D": 16,
-    "M": 16,
-    "seed": 0,
-    "device": "cpu",
-    "params": {"chunk_size": 16},
-    "point_id": "linear-chunked/fwd/causal/float32/B1-H2-N64-D16-M16-chunk_size16",
-}
-OPTIONS = {
-    "threads": 1,
-    "timing": {"warmup_s": 0.001, "min_samples": 3, "min_time_s": 0.03, "max_time_s": 0.06, "block_min_s": 0.001},
-    "telemetry": {"index": 0, "uuid": UUID, "interval_s": 0.005},
-    "peaks": {"flops_per_s": {"float32": 1e11}, "bytes_per_s": 1e10},
-}
+POINT = Point("linear-chunked", "fwd", True, "float32", B=1, H=2, N=64, D=16, M=16, params={"chunk_size": 16})
+OPTIONS = RunOptions(
+    "cpu",
+    1,
+    TimingConfig.from_table(
+        {"warmup_s": 0.001, "min_samples": 3, "min_time_s": 0.03, "max_time_s": 0.06, "block_min_s": 0.001}
+    ),
+    telemetry={"index": 0, "uuid": UUID, "interval_s": 0.005},
+    peaks={"flops_per_s": {"float32": 1e11}, "bytes_per_s": 1e10},
+)
 
 
 def test_sampler_joined_to_a_measured_point(monkeypatch):
     gpu = install(monkeypatch, FakeGpu(power_mw=250_000, sm_clock_mhz=1755, energy_mj=[2_000_000, 2_012_345]))
-    row = measure_point(POINT, OPTIONS)["row"]
+    row = measure_point(POINT, OPTIONS).row
     assert row["status"] == "ok" and row["correct"]
     calls = row["warmup_calls"] + row["n_samples"] * row["calls_per_sample"]
     assert row["power_w_mean"] == 250.0
@@ -156,7 +146,7 @@ def test_sampler_joined_to_a_measured_point(monkeypatch):
 
 def test_throttled_point_is_flagged(monkeypatch):
     install(monkeypatch, FakeGpu(reasons=pynvml.nvmlClocksEventReasonHwThermalSlowdown | POWER_CAP, sm_clock_mhz=1100))
-    row = measure_point(POINT, OPTIONS)["row"]
+    row = measure_point(POINT, OPTIONS).row
     assert row["status"] == "ok"
     assert row["throttled"] is True
     assert row["throttle_reasons"] == "sw_power_cap,hw_thermal_slowdown"
@@ -165,7 +155,7 @@ def test_throttled_point_is_flagged(monkeypatch):
 
 def test_point_without_nvml_still_measured(monkeypatch):
     install(monkeypatch, FakeGpu(init_error=pynvml.NVMLError_LibraryNotFound))
-    row = measure_point(POINT, OPTIONS)["row"]
+    row = measure_point(POINT, OPTIONS).row
     assert row["status"] == "ok" and row["time_ms_median"] > 0
     assert all(row[c] is None for c in telemetry.TELEMETRY_COLUMNS)
 

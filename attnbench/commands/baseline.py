@@ -24,7 +24,7 @@ def save(
     force: Annotated[bool, typer.Option(help="Replace a baseline of the same name.")] = False,
 ) -> None:
     """Save RUN_DIR as baseline NAME."""
-    from attnbench.compare.baseline import save as do_save
+    from attnbench.compare.baseline import save as do_save  # deferred: pandas
 
     dest = do_save(name, run_dir, force)
     print(f"saved baseline {name!r} in {dest}")
@@ -34,7 +34,7 @@ def save(
 @user_errors
 def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List saved baselines: name, suite, device, when saved."""
-    from attnbench.compare.baseline import baselines_dir, list_baselines
+    from attnbench.compare.baseline import baselines_dir, list_baselines  # deferred: pandas
 
     items = list_baselines()
     if as_json:

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from attnbench.commands._common import split_list, user_errors
+from attnbench.errors import UserError
 
 
 def _suite_gate(*sides: Any) -> dict[str, Any]:
     """The ``[gate]`` table of the first side whose suite source is stored, else {}."""
-    from attnbench.suite import parse_suite
+    from attnbench.suite import parse_suite  # deferred: pydantic
 
     for side in sides:
         source = (side.suite or {}).get("source")
@@ -74,8 +75,6 @@ def compare(
     Exit codes: 0 pass, 1 a regression or a new failure, 2 usage error or runs not comparable,
     3 inconclusive (only with --fail-on-inconclusive).
     """
-    from attnbench.errors import UserError
-
     if baseline is not None:
         if len(runs) != 1:
             raise UserError(f"with --baseline {baseline!r}, give exactly one CURRENT run (got {len(runs)})")
@@ -85,10 +84,11 @@ def compare(
     else:
         sides = runs
 
+    # deferred: pandas, scipy, rich
     from attnbench.compare import render
-    from attnbench.compare.checks import make_config
     from attnbench.compare.io import load_side, mismatch_reason
     from attnbench.compare.verdicts import compare as do_compare
+    from attnbench.gate import make_config
 
     base, cur = load_side(sides[0]), load_side(sides[1])
     reason = mismatch_reason(base, cur)

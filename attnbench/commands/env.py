@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from attnbench.commands._common import split_list, user_errors
+from attnbench.errors import UserError
+from attnbench.point import DTYPE_NAMES
 
 
 @user_errors
@@ -22,15 +24,13 @@ def env_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show the machine and software fingerprint, NVML telemetry availability, and peak rates."""
-    from attnbench.commands.run import _resolve_device
-    from attnbench.errors import UserError
-    from attnbench.measure.roofline import ELEMENT_BYTES
+    from attnbench.env import resolve_device  # deferred: loads torch
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     dtypes = split_list(dtype) or ["float32"]
     for d in dtypes:
-        if d not in ELEMENT_BYTES:
-            raise UserError(f"--dtype {d!r}: expected one of {', '.join(ELEMENT_BYTES)}")
+        if d not in DTYPE_NAMES:
+            raise UserError(f"--dtype {d!r}: expected one of {', '.join(DTYPE_NAMES)}")
     info = _gather(dev, dtypes, calibrate)
     if as_json:
         print(json.dumps(info, indent=2, default=str))
@@ -39,13 +39,14 @@ def env_cmd(
 
 
 def _gather(device: str, dtypes: list[str], calibrate: bool) -> dict[str, Any]:
+    # deferred: torch
     from attnbench.env import fingerprint
     from attnbench.runner.calibrate import device_facts
 
     if calibrate:
         facts = device_facts(device, dtypes, None)
     else:
-        from attnbench.measure import telemetry
+        from attnbench.measure import telemetry  # deferred: NVML
 
         index, uuid = telemetry.cuda_identity() if device == "cuda" else (0, None)
         facts = {"peaks": None, "telemetry": telemetry.probe(device, index, uuid)}
@@ -53,7 +54,7 @@ def _gather(device: str, dtypes: list[str], calibrate: bool) -> dict[str, Any]:
 
 
 def _print(info: dict[str, Any]) -> None:
-    from rich.console import Console
+    from rich.console import Console  # deferred: start-up time
     from rich.table import Table
 
     table = Table(show_header=False, title="attnbench env")

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from attnbench.commands._common import user_errors
+from attnbench.errors import UserError
+from attnbench.point import DEVICES
 
 
 @user_errors
@@ -16,9 +18,8 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List implementations (with availability on DEVICE and why not) and shipped suites."""
-    from attnbench.errors import UserError
-    from attnbench.impls import registry
-    from attnbench.suite import DEVICES, available_suites
+    from attnbench.impls import registry  # deferred: imports the built-in impls (torch)
+    from attnbench.suite import available_suites  # deferred: pydantic
 
     if device not in DEVICES:
         raise UserError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
@@ -46,7 +47,7 @@ def list_cmd(
     if as_json:
         print(json.dumps({"impls": impls, "suites": suites}, indent=2))
         return
-    from rich.console import Console
+    from rich.console import Console  # deferred: start-up time
     from rich.markup import escape
     from rich.table import Table
 

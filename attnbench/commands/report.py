@@ -20,7 +20,7 @@ def report(
     ] = None,
 ) -> None:
     """Write the report of a run: charts (PNG, SVG), report.md and a self-contained report.html."""
-    from attnbench.report import build, parse_formats
+    from attnbench.report import build, parse_formats  # deferred: pandas, seaborn
 
     written = build(run_dir, parse_formats(format_), out, baseline)
     for kind in ("md", "html", "charts"):

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnbench import results
 from attnbench.errors import UserError
 
 FORMAT = "attnbench-baseline"
@@ -80,8 +81,6 @@ def baseline_run_dir(name: str) -> Path:
 
 def save(name: str, run_dir: Path, force: bool = False) -> Path:
     """Copy run ``run_dir`` as baseline ``name``; return where it went."""
-    from attnbench import results
-
     _check_name(name)
     run_dir = Path(run_dir)
     meta = results.read_metadata(run_dir) if run_dir.is_dir() else None

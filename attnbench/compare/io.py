@@ -7,15 +7,18 @@ baseline (:mod:`attnbench.compare.baseline`) or a pytest-benchmark JSON file (ou
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnbench.compare.baseline import baseline_run_dir
 from attnbench.errors import UserError
+from attnbench.point import FAILED_STATUS_NAMES
+from attnbench.results.pytest_benchmark import read_pytest_benchmark
+from attnbench.results.tables import load_run
 
-FAILED_STATUSES = ("error", "oom", "timeout", "crashed")
+FAILED_STATUSES = FAILED_STATUS_NAMES
 # env keys that must agree (None or absent on either side: not checked)
 GUARD_KEYS = ("device", "gpu", "cpu_model", "torch", "torch_cuda")
 
@@ -78,11 +81,8 @@ def _bool(v: Any) -> bool | None:
     return bool(v)
 
 
-def side_from_run(run_dir: Path, label: str | None = None) -> Side:
-    """A side from a run directory written by ``attnbench run`` (or a saved baseline's copy)."""
-    from attnbench import results
-
-    df, samples, meta = results.load_run(run_dir)
+def side_from_tables(df: Any, samples: Any, meta: dict[str, Any], label: str) -> Side:
+    """A side from a run's tables (results, samples, metadata)."""
     by_point: dict[str, list[float]] = {}
     rounds_of: dict[str, list[int]] = {}
     if samples is not None and len(samples):
@@ -105,57 +105,23 @@ def side_from_run(run_dir: Path, label: str | None = None) -> Side:
             dtype=_str(row.get("dtype")),
             error=_str(row.get("error")) or _str(row.get("correctness_error")),
         )
-    return Side(
-        label or str(run_dir), points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads")
-    )
+    return Side(label, points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads"))
+
+
+def side_from_run(run_dir: Path, label: str | None = None) -> Side:
+    """A side from a run directory written by ``attnbench run`` (or a saved baseline's copy)."""
+    return side_from_tables(*load_run(run_dir), label or str(run_dir))
 
 
 def side_from_pytest_benchmark(path: Path, label: str | None = None) -> Side:
-    """A side from a pytest-benchmark JSON file (times in seconds there, ms here)."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise UserError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list)")
-    points: dict[str, PointData] = {}
-    for b in doc["benchmarks"]:
-        extra = b.get("extra_info") or {}
-        stats = b.get("stats") or {}
-        pid = str(extra.get("point_id") or b.get("fullname") or b.get("name"))
-        data = stats.get("data")
-        points[pid] = PointData(
-            point_id=pid,
-            status=str(extra.get("status", "ok")),
-            correct=_bool(extra.get("correct")),
-            samples=[float(t) * 1e3 for t in data] if data else None,
-            median=_num(stats.get("median")) * 1e3 if _num(stats.get("median")) is not None else None,  # type: ignore[operator]
-            peak_mib=_num(extra.get("peak_mib")),
-            impl=str(extra.get("impl") or b.get("group") or ""),
-            dtype=extra.get("dtype"),
-            error=extra.get("error"),
-        )
-    for pid, failed in (doc.get("attnbench") or {}).get("not_ok", {}).items():
-        fields = {
-            k: v
-            for k, v in (failed or {}).items()
-            if k in ("status", "correct", "impl", "dtype", "error") and v is not None
-        }
-        points.setdefault(pid, PointData(point_id=pid, **fields))
-    mi = doc.get("machine_info") or {}
-    env = dict(mi.get("attnbench_env") or {})
-    if not env:
-        cpu = mi.get("cpu") or {}
-        env = {"cpu_model": cpu.get("brand_raw") or mi.get("processor") or None}
-    return Side(label or str(path), points, env, {}, env.get("threads"))
+    """A side from a pytest-benchmark JSON file (ours from ``attnbench export``, or any other)."""
+    return side_from_tables(*read_pytest_benchmark(path), label or str(path))
 
 
 def load_side(spec: str | Path, label: str | None = None) -> Side:
     """A side from a run directory, a results.parquet, a pytest-benchmark JSON or ``baseline:NAME``."""
     text = str(spec)
     if text.startswith("baseline:"):
-        from attnbench.compare.baseline import baseline_run_dir
-
         return side_from_run(baseline_run_dir(text.split(":", 1)[1]), label or text)
     p = Path(text)
     if p.is_dir():

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from attnbench.compare.verdicts import Comparison, PointVerdict, Verdict
 
@@ -97,12 +102,6 @@ def to_json(cmp: Comparison, exit_code: int) -> dict[str, Any]:
 
 
 def print_table(cmp: Comparison, exit_code: int, all_points: bool = False) -> None:
-    import sys
-
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     console = Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title=f"{escape(cmp.base_label)} → {escape(cmp.cur_label)}", title_justify="left")
     for col, just in (("point", "left"), ("verdict", "left"), ("base ms", "right"), ("cur ms", "right"),

@@ -1,12 +1,12 @@
-"""Statistics for comparing two sets of timing samples (numpy only, no scipy).
+"""Statistics for comparing two sets of timing samples (scipy.stats where it has the test).
 
 * :func:`mann_whitney_p`: two-sided Mann-Whitney U test, normal approximation with tie and
-  continuity correction (the same number as ``scipy.stats.mannwhitneyu(..., method="asymptotic")``).
+  continuity correction (``scipy.stats.mannwhitneyu(..., method="asymptotic")``).
 * :func:`bootstrap_ratio_ci`: percentile bootstrap confidence interval of
-  median(current) / median(baseline), resampling each side independently, with a fixed seed
-  so the same inputs always give the same verdict.
+  median(current) / median(baseline), resampling each side independently
+  (``scipy.stats.bootstrap``), with a fixed seed so the same inputs always give the same verdict.
 * :func:`benjamini_hochberg`: adjusted p-values (q-values) controlling the false discovery
-  rate across the many points of a sweep.
+  rate across the many points of a sweep (``scipy.stats.false_discovery_control``).
 * :func:`fast_rounds`: the samples of the rounds (worker processes) in a point's fastest state.
 """
 
@@ -17,43 +17,23 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.stats
 
 DEFAULT_RESAMPLES = 2000
 
 
-def _rankdata(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average ranks (1-based) of ``x`` and the sizes of its tie groups."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), dtype=float)
-    # boundaries of runs of equal values
-    edges = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1], True])
-    counts = np.diff(edges)
-    avg = (edges[:-1] + edges[1:] + 1) / 2.0  # mean of 1-based positions start+1 .. end
-    ranks[order] = np.repeat(avg, counts)
-    return ranks, counts
-
-
 def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value that ``a`` and ``b`` come from the same distribution.
+    """Two-sided p-value that ``a`` and ``b`` come from the same distribution
+    (``scipy.stats.mannwhitneyu``, normal approximation with tie and continuity correction).
 
     1.0 when either side is empty or every value is equal (nothing to tell apart).
     """
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    n1, n2 = len(x), len(y)
-    if n1 == 0 or n2 == 0:
+    if len(x) == 0 or len(y) == 0 or np.all(np.concatenate([x, y]) == x[0]):
         return 1.0
-    ranks, ties = _rankdata(np.concatenate([x, y]))
-    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
-    n = n1 + n2
-    tie_term = float((ties**3 - ties).sum())
-    var = n1 * n2 / 12.0 * ((n + 1) - tie_term / (n * (n - 1)))
-    if var <= 0:
-        return 1.0
-    mu = n1 * n2 / 2.0
-    u = max(u1, n1 * n2 - u1)
-    z = (u - mu - 0.5) / math.sqrt(var)
-    return float(min(1.0, math.erfc(z / math.sqrt(2.0))))
+    res = scipy.stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic", use_continuity=True)
+    p = float(res.pvalue)
+    return 1.0 if math.isnan(p) else min(1.0, p)
 
 
 def bootstrap_ratio_ci(
@@ -63,34 +43,39 @@ def bootstrap_ratio_ci(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """(low, high) percentile-bootstrap bounds of median(cur) / median(base)."""
+    """(low, high) percentile-bootstrap bounds of median(cur) / median(base), each side
+    resampled independently (``scipy.stats.bootstrap``), with a fixed seed so the same inputs
+    always give the same interval."""
     b, c = np.asarray(base, dtype=float), np.asarray(cur, dtype=float)
     if len(b) == 0 or len(c) == 0:
         raise ValueError("bootstrap_ratio_ci needs samples on both sides")
-    rng = np.random.default_rng(seed)
-    mb = np.median(b[rng.integers(0, len(b), size=(resamples, len(b)))], axis=1)
-    mc = np.median(c[rng.integers(0, len(c), size=(resamples, len(c)))], axis=1)
-    ratios = mc / mb
-    tail = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
-    return float(lo), float(hi)
+    if len(b) == 1 and len(c) == 1:  # nothing to resample: the interval is the ratio itself
+        r = float(c[0] / b[0])
+        return r, r
+
+    def ratio(bb: np.ndarray, cc: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(cc, axis=axis) / np.median(bb, axis=axis)
+
+    res = scipy.stats.bootstrap(
+        (b, c),
+        ratio,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        paired=False,
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
-    """Benjamini-Hochberg adjusted p-values, in the input order.
-
-    A point is a discovery at false discovery rate ``alpha`` when its adjusted value is <= alpha.
-    """
-    p = np.asarray(pvalues, dtype=float)
-    m = len(p)
-    if m == 0:
+    """Benjamini-Hochberg adjusted p-values (``scipy.stats.false_discovery_control``), in the
+    input order. A point is a discovery at false discovery rate ``alpha`` when its adjusted
+    value is <= alpha."""
+    if len(pvalues) == 0:
         return []
-    order = np.argsort(p, kind="mergesort")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(adjusted, 1.0)
-    return [float(v) for v in out]
+    return [float(v) for v in scipy.stats.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")]
 
 
 def robust_shift(ratios: Sequence[float], min_points: int = 6) -> float:

@@ -32,8 +32,8 @@ from enum import Enum
 from typing import Any
 
 from attnbench.compare import stats
-from attnbench.compare.checks import GateConfig
 from attnbench.compare.io import PointData, Side
+from attnbench.gate import GateConfig
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 

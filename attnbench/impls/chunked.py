@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from attnbench.impls.common import EPS, check_shapes, feature_map
 from attnbench.impls.linear import associative
-from attnbench.impls.registry import ALL_DTYPES, register
+from attnbench.impls.recurrent import linear_state_factory
+from attnbench.impls.registry import ALL_DTYPES, register, register_decoder
 
 DEFAULT_CHUNK = 64
 
@@ -65,3 +66,8 @@ def linear_chunked(
     den = den + (qc * z_prev).sum(dim=-1, keepdim=True)
     out = num / (den + EPS)
     return out.reshape(b, h, nc * c, m)[:, :, :n]
+
+
+register_decoder(
+    "linear-chunked", impl="linear-chunked", kind="recurrent-state", description="RNN state, prompt by the chunked form"
+)(linear_state_factory("linear-chunked"))

@@ -6,10 +6,11 @@ import torch
 
 from attnbench.impls.common import EPS, causal_keep_mask, check_shapes, feature_map
 from attnbench.impls.registry import ALL_DTYPES, register
+from attnbench.point import DType
 
 
 def _elem(point: dict) -> int:
-    return {"float16": 2, "bfloat16": 2, "float64": 8}.get(point["dtype"], 4)
+    return DType(point["dtype"]).itemsize
 
 
 def _quadratic_bytes(point: dict) -> int:

@@ -1,13 +1,18 @@
-"""Linear attention as an RNN (Eq. 16-20): one token at a time, a D x M state and a D normaliser."""
+"""Linear attention as an RNN (Eq. 16-20): one token at a time, a D x M state and a D normaliser;
+the same state as a decoder (constant memory per generated token)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from attnbench.impls import registry
 from attnbench.impls.common import EPS, check_shapes, feature_map
-from attnbench.impls.registry import ALL_DTYPES, register
+from attnbench.impls.decoding import Decoder, bind, empty_out
+from attnbench.impls.registry import ALL_DTYPES, register, register_decoder
 
 
 @dataclass
@@ -54,3 +59,55 @@ def linear_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causa
     state = RecurrentState.zeros(b, h, d, m, dtype=q.dtype, device=q.device)
     outs = [recurrent_step(state, q[:, :, i], k[:, :, i], v[:, :, i]) for i in range(n)]
     return torch.stack(outs, dim=2)
+
+
+class RecurrentDecoder(Decoder):
+    """Linear attention as an RNN (Eq. 16-20): a [B, H, D, M] state and a [B, H, D] normaliser,
+    O(D M) time and constant memory per step. The prompt is prefilled by ``prefill_fn`` (a
+    parallel causal form, its state then summed in one product) or, if None, token by token."""
+
+    def __init__(
+        self, b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, prefill_fn: Callable[..., Any] | None
+    ):
+        self.state = RecurrentState.zeros(b, h, d, m, dtype=dtype, device=device)
+        self.prefill_fn = prefill_fn
+
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if q.shape[2] == 0:
+            return empty_out(q, v)
+        if self.prefill_fn is None:
+            outs = [recurrent_step(self.state, q[:, :, i], k[:, :, i], v[:, :, i]) for i in range(q.shape[2])]
+            return torch.stack(outs, dim=2)
+        out = self.prefill_fn(q, k, v, causal=True)
+        kf = feature_map(k)
+        self.state.s = self.state.s + kf.transpose(-1, -2) @ v
+        self.state.z = self.state.z + kf.sum(dim=2)
+        return out
+
+    def step(self, q_i: torch.Tensor, k_i: torch.Tensor, v_i: torch.Tensor) -> torch.Tensor:
+        return recurrent_step(self.state, q_i, k_i, v_i)
+
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.state.s, self.state.z  # recurrent_step is out of place: references suffice
+
+    def restore(self, snap: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.state.s, self.state.z = snap
+
+    def state_bytes(self) -> tuple[int, int]:
+        n = sum(t.numel() * t.element_size() for t in (self.state.s, self.state.z))
+        return n, n
+
+
+def linear_state_factory(prefill_impl: str | None) -> registry.DecoderFactory:
+    """A recurrent-state decoder whose prompt is run by ``prefill_impl`` (None: token by token)."""
+
+    def factory(b: int, h: int, d: int, m: int, dtype: torch.dtype, device: Any, params: dict[str, Any]) -> Decoder:
+        fn = bind(prefill_impl, params) if prefill_impl else None
+        return RecurrentDecoder(b, h, d, m, dtype, device, fn)
+
+    return factory
+
+
+register_decoder(
+    "linear-recurrent", impl="linear-recurrent", kind="recurrent-state", description="RNN state, prompt token by token"
+)(linear_state_factory(None))

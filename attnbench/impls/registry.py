@@ -7,6 +7,9 @@ parties expose an entry point in the group ``attnbench.impls`` naming either a c
 already decorated with :func:`register` or a plain callable (metadata then defaults to
 family ``linear``, both causal modes, CPU and CUDA, float32).
 
+Decoders (the token-by-token form of an implementation, for pass ``decode``) are held here
+too: :func:`register_decoder`, :func:`get_decoder`; see :mod:`attnbench.impls.decoding`.
+
 This module imports no torch: listing implementations stays cheap.
 """
 
@@ -15,16 +18,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 from attnbench.errors import UserError
+from attnbench.point import DTYPE_NAMES, Family
 
 ENTRY_POINT_GROUP = "attnbench.impls"
-FAMILIES = ("softmax", "linear")
-ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+FAMILIES = tuple(f.value for f in Family)
+ALL_DTYPES = DTYPE_NAMES
+RECOMPUTE_SUFFIX = "-recompute"
 
 # Modules holding the built-in implementations; imported on first registry use.
 BUILTIN_MODULES = (
+    "attnbench.impls.decoding",
     "attnbench.impls.softmax",
     "attnbench.impls.linear",
     "attnbench.impls.chunked",
@@ -44,6 +51,9 @@ class ImplSpec:
     ``supports`` returns ``None`` or the reason a given point (a mapping with B, H, N, D, M,
     dtype, causal, pass) is out of the impl's limits. ``est_bytes`` estimates the working
     memory of a point, so the runner can skip what cannot fit instead of waking the OOM killer.
+    ``prepare`` builds what the impl needs on ``device`` (a compiled kernel) once per run, before
+    the sweep, and returns None or the one-line reason it cannot be built: no point's time or
+    timeout is spent compiling.
     """
 
     name: str
@@ -59,6 +69,7 @@ class ImplSpec:
     available: Callable[[str], str | None] | None = None
     supports: Callable[[dict[str, Any]], str | None] | None = None
     est_bytes: Callable[[dict[str, Any]], int] | None = None
+    prepare: Callable[[str], str | None] | None = None
     origin: str = "builtin"
 
     def unavailable_reason(self, device: str) -> str | None:
@@ -90,7 +101,7 @@ class ImplSpec:
         """The registered float64 reference of this impl's family."""
         if self.reference:
             return self.reference
-        return "softmax" if self.family == "softmax" else "linear-quadratic"
+        return "softmax" if self.family == Family.SOFTMAX else "linear-quadratic"
 
 
 def _first_line(doc: str | None) -> str:
@@ -117,6 +128,7 @@ def register(
     available: Callable[[str], str | None] | None = None,
     supports: Callable[[dict[str, Any]], str | None] | None = None,
     est_bytes: Callable[[dict[str, Any]], int] | None = None,
+    prepare: Callable[[str], str | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` under ``name`` with its metadata and return ``fn`` unchanged.
 
@@ -140,6 +152,7 @@ def register(
             available=available,
             supports=supports,
             est_bytes=est_bytes,
+            prepare=prepare,
             origin=getattr(fn, "__module__", "builtin") or "builtin",
         )
         _REGISTRY[name] = spec
@@ -170,8 +183,6 @@ def _spec_from_plugin(ep_name: str, obj: Any, dist: str) -> ImplSpec:
 
 def load_plugins() -> None:
     """Import every entry point in ``attnbench.impls``; a broken one is recorded, not raised."""
-    from importlib.metadata import entry_points
-
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
         try:
@@ -212,3 +223,63 @@ def all_specs() -> dict[str, ImplSpec]:
 def broken_plugins() -> dict[str, str]:
     ensure_loaded()
     return dict(_BROKEN_PLUGINS)
+
+
+# factory(b, h, d, m, dtype, device, params) -> Decoder; params are the impl's keyword parameters.
+DecoderFactory = Callable[[int, int, int, int, Any, Any, dict[str, Any]], Any]
+
+
+@dataclass
+class DecoderSpec:
+    """A named decoder: ``impl`` is the registered implementation whose family, reference,
+    dtypes and devices it shares; ``kind`` is kv-cache, recurrent-state or recompute."""
+
+    name: str
+    impl: str
+    kind: str
+    factory: DecoderFactory
+    description: str = ""
+
+
+_DECODERS: dict[str, DecoderSpec] = {}
+_recompute: Callable[[str], DecoderFactory] | None = None
+
+
+def register_decoder(
+    name: str, *, impl: str, kind: str, description: str = ""
+) -> Callable[[DecoderFactory], DecoderFactory]:
+    """Decorator: register ``factory`` as the decoder ``name`` built on implementation ``impl``."""
+
+    def deco(factory: DecoderFactory) -> DecoderFactory:
+        _DECODERS[name] = DecoderSpec(name, impl, kind, factory, description)
+        return factory
+
+    return deco
+
+
+def set_recompute_factory(make: Callable[[str], DecoderFactory]) -> None:
+    """Called once by attnbench.impls.decoding: how to build ``IMPL-recompute`` for any impl."""
+    global _recompute
+    _recompute = make
+
+
+def get_decoder(name: str) -> DecoderSpec:
+    """The decoder ``name``: a registered one, or ``IMPL-recompute`` for any registered impl."""
+    ensure_loaded()
+    if name in _DECODERS:
+        return _DECODERS[name]
+    if name.endswith(RECOMPUTE_SUFFIX) and _recompute is not None:
+        base = name[: -len(RECOMPUTE_SUFFIX)]
+        if base in _REGISTRY:
+            return DecoderSpec(
+                name, base, "recompute", _recompute(base), f"no cache: {base} over the whole prefix every step"
+            )
+    raise UserError(
+        f"impl: {name!r} has no decoder for pass decode; available: {', '.join(sorted(_DECODERS))}, "
+        f"or IMPL{RECOMPUTE_SUFFIX} for any implementation"
+    )
+
+
+def all_decoders() -> dict[str, DecoderSpec]:
+    ensure_loaded()
+    return dict(_DECODERS)

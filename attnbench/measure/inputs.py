@@ -8,13 +8,19 @@ from typing import Any
 
 import torch
 
-DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
+from attnbench.point import DType, Pass, Point
+
+_TORCH = {
+    DType.FLOAT64: torch.float64,
+    DType.FLOAT32: torch.float32,
+    DType.FLOAT16: torch.float16,
+    DType.BFLOAT16: torch.bfloat16,
 }
-PASSES = ("fwd", "bwd", "fwdbwd")
+
+
+def torch_dtype(dtype: DType | str) -> torch.dtype:
+    """The torch dtype of a dtype name."""
+    return _TORCH[DType(dtype)]
 
 
 @dataclass
@@ -30,12 +36,14 @@ class Inputs:
         return sum(t.numel() * t.element_size() for t in (self.q, self.k, self.v, self.g))
 
 
-def make_inputs(point: dict[str, Any], device: str) -> Inputs:
+def make_inputs(point: Point, device: str | None = None) -> Inputs:
     """Standard-normal q, k, v and g from the point's seed (generated in fp32 on the CPU, so the
-    same seed gives the same values on every device), cast to the point's dtype."""
-    gen = torch.Generator().manual_seed(int(point["seed"]))
-    b, h, n, d, m = (point[x] for x in ("B", "H", "N", "D", "M"))
-    dtype = DTYPES[point["dtype"]]
+    same seed gives the same values on every device), cast to the point's dtype, on ``device``
+    (default: the point's)."""
+    gen = torch.Generator().manual_seed(point.seed)
+    b, h, n, d, m = point.B, point.H, point.N, point.D, point.M
+    dtype = torch_dtype(point.dtype)
+    device = device or point.device
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
@@ -44,16 +52,16 @@ def make_inputs(point: dict[str, Any], device: str) -> Inputs:
 
 
 def make_pass(
-    fn: Callable[..., torch.Tensor], inp: Inputs, point: dict[str, Any], params: dict[str, Any]
+    fn: Callable[..., torch.Tensor], inp: Inputs, point: Point, params: dict[str, Any]
 ) -> Callable[[], object]:
     """A zero-argument callable doing one ``fwd``, ``bwd`` or ``fwdbwd`` of ``fn`` on ``inp``.
 
     fwd runs under no_grad (inference). bwd runs the forward once, here, and each call is
     one backward through the retained graph (torch.autograd.grad, so nothing accumulates).
     """
-    causal = bool(point["causal"])
-    pass_ = point["pass"]
-    if pass_ == "fwd":
+    causal = point.causal
+    pass_ = point.pass_
+    if pass_ is Pass.FWD:
 
         def fwd() -> object:
             with torch.no_grad():
@@ -61,18 +69,18 @@ def make_pass(
 
         return fwd
     leaves = [t.detach().requires_grad_(True) for t in (inp.q, inp.k, inp.v)]
-    if pass_ == "bwd":
+    if pass_ is Pass.BWD:
         out = fn(*leaves, causal=causal, **params)
 
         def bwd() -> object:
             return torch.autograd.grad(out, leaves, inp.g, retain_graph=True)
 
         return bwd
-    if pass_ == "fwdbwd":
+    if pass_ is Pass.FWDBWD:
 
         def fwdbwd() -> object:
             o = fn(*leaves, causal=causal, **params)
             return torch.autograd.grad(o, leaves, inp.g)
 
         return fwdbwd
-    raise ValueError(f"pass {pass_!r} is not one of {PASSES}")
+    raise ValueError(f"pass {pass_} has no kernel callable (decode is measured step by step)")

@@ -74,7 +74,7 @@ def calibrate(
     """Measure peak FLOP/s for each of ``dtypes`` and copy bandwidth on ``device`` (cpu or cuda)."""
     import torch
 
-    from attnbench.measure.inputs import DTYPES
+    from attnbench.measure.inputs import torch_dtype
 
     started = time.perf_counter()
     cuda = device == "cuda"
@@ -84,7 +84,7 @@ def calibrate(
     for name in dict.fromkeys(dtypes):
         if name not in ELEMENT_BYTES:
             continue
-        dt = DTYPES[name]
+        dt = torch_dtype(name)
         if cuda:
             n = 4096 if name == "float64" else 8192
         else:

@@ -12,27 +12,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from attnbench.measure.stats import rel_noise_of_median
-
-
-@dataclass(frozen=True)
-class TimerConfig:
-    """Knobs of the adaptive timer (seconds unless named otherwise)."""
-
-    warmup_s: float = 0.1  # at least one call, then until this much time went by
-    min_samples: int = 5
-    min_time_s: float = 0.2
-    max_time_s: float = 2.0  # the cap: stop here even if the noise target is not met
-    target_rel_noise: float = 0.01
-    block_min_s: float = 0.002  # a sample's block of calls lasts at least this long
-
-    @classmethod
-    def from_timing(cls, timing: dict[str, object]) -> TimerConfig:
-        """The timer's fields of a suite's [timing] table (other keys belong to the runner)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in timing.items() if k in names})  # type: ignore[arg-type]
+from attnbench.point import TimerConfig  # the timer's knobs live with the other run settings
 
 
 @dataclass

@@ -7,6 +7,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from attnbench.runner.procs import run_child
+
 
 def device_facts(device: str, dtypes: list[str], threads: int | None) -> dict[str, Any]:
     """``{"peaks": ..., "telemetry": ..., "telemetry_config": ...}`` for run metadata and options.
@@ -14,6 +16,7 @@ def device_facts(device: str, dtypes: list[str], threads: int | None) -> dict[st
     ``telemetry_config`` is what each point's worker needs to sample NVML (None when off).
     A calibration that fails leaves ``peaks`` as ``{"error": ...}``; it never fails the run.
     """
+    # Runs in the child: the parent imports this module without torch (it only starts the child).
     import torch
 
     from attnbench.measure import telemetry
@@ -31,7 +34,8 @@ def device_facts(device: str, dtypes: list[str], threads: int | None) -> dict[st
     return {"peaks": peaks, "telemetry": tele, "telemetry_config": config}
 
 
-def _main(device: str, dtypes: list[str], threads: int | None, conn: Any) -> None:
+def main(device: str, dtypes: list[str], threads: int | None, conn: Any) -> None:
+    """Child entry (through :func:`attnbench.runner.procs.run_child`)."""
     try:
         conn.send(device_facts(device, dtypes, threads))
     except BaseException as exc:
@@ -43,25 +47,13 @@ def device_facts_in_worker(
     device: str, dtypes: list[str], threads: int | None, timeout_s: float = 120.0
 ) -> dict[str, Any]:
     """:func:`device_facts` in a fresh worker process; an error dict if it crashes or hangs."""
-    from attnbench.runner.sweep import _context
-
-    ctx = _context()
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_main, args=(device, dtypes, threads, send), daemon=True)
-    proc.start()
-    send.close()
-    facts: dict[str, Any] = {"error": f"calibration worker gave no result within {timeout_s:g} s"}
-    try:
-        if recv.poll(timeout_s):
-            facts = recv.recv()
-    except EOFError:
-        facts = {"error": f"calibration worker died (exit code {proc.exitcode})"}
-    finally:
-        recv.close()
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+    res = run_child("attnbench.runner.calibrate:main", (device, dtypes, threads), timeout_s)
+    if res.messages:
+        facts: dict[str, Any] = res.messages[-1]
+    elif res.timed_out:
+        facts = {"error": f"calibration worker gave no result within {timeout_s:g} s"}
+    else:
+        facts = {"error": f"calibration worker died (exit code {res.exitcode})"}
     if "error" in facts:
         why = facts["error"]
         return {

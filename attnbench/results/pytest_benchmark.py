@@ -1,4 +1,4 @@
-"""Export a run as pytest-benchmark JSON (the schema of pytest-benchmark 5.x).
+"""pytest-benchmark JSON (the schema of pytest-benchmark 5.x): export a run, import any file.
 
 Each point with timing samples becomes one benchmark: ``stats.data`` holds the per-call times
 in seconds (one per round, each round a block of ``calls_per_sample`` calls: pytest-benchmark's
@@ -8,10 +8,14 @@ carries the point's identity, status, correctness and peak memory, and ``machine
 attnbench's environment fingerprint, so ``attnbench compare`` reads the file back losslessly
 enough to gate on it. Points without samples (skipped or failed) are listed under
 ``attnbench.not_ok``, which pytest-benchmark ignores.
+
+:func:`read_pytest_benchmark` turns any such file (ours or pytest-benchmark's own) back into a
+run's tables, so ``attnbench compare`` reads both the same way.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import statistics
@@ -19,6 +23,11 @@ import time
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from attnbench.errors import UserError
+from attnbench.results.tables import SAMPLE_COLUMNS, load_run
 
 PYTEST_BENCHMARK_VERSION = "5.1.0"  # the schema written; pytest-benchmark 4 and 5 read it
 
@@ -80,9 +89,7 @@ def _clean(v: Any) -> Any:
 
 def to_pytest_benchmark(run_dir: Path) -> dict[str, Any]:
     """The pytest-benchmark document for run ``run_dir``."""
-    from attnbench import results
-
-    df, samples, meta = results.load_run(run_dir)
+    df, samples, meta = load_run(run_dir)
     env = meta.get("env") or {}
     by_point: dict[str, list[float]] = {}
     if samples is not None:
@@ -144,3 +151,57 @@ def to_pytest_benchmark(run_dir: Path) -> dict[str, Any]:
         "version": PYTEST_BENCHMARK_VERSION,
         "attnbench": {"suite": (meta.get("suite") or {}).get("name"), "not_ok": not_ok},
     }
+
+
+def read_pytest_benchmark(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(results, samples, metadata) from a pytest-benchmark JSON file (times in seconds there,
+    ms here); a one-line UserError if it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON file ({' '.join(str(exc).split())})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise UserError(f"{path}: not a pytest-benchmark file (no 'benchmarks' list)")
+    rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    for b in doc["benchmarks"]:
+        if not isinstance(b, dict):
+            raise UserError(f"{path}: not a pytest-benchmark file (a benchmark is not an object)")
+        extra = b.get("extra_info") or {}
+        stats = b.get("stats") or {}
+        pid = str(extra.get("point_id") or b.get("fullname") or b.get("name"))
+        data = [float(t) * 1e3 for t in stats.get("data") or []]
+        median = _num(stats.get("median"))
+        rows.append(
+            {
+                "point_id": pid,
+                "status": str(extra.get("status", "ok")),
+                "correct": extra.get("correct"),
+                "time_ms_median": None if median is None else median * 1e3,
+                "peak_mib": _num(extra.get("peak_mib")),
+                "impl": str(extra.get("impl") or b.get("group") or ""),
+                "dtype": extra.get("dtype"),
+                "error": extra.get("error"),
+            }
+        )
+        samples += [{"point_id": pid, "sample": i, "time_ms": t, "round": 0} for i, t in enumerate(data)]
+    for pid, failed in (doc.get("attnbench") or {}).get("not_ok", {}).items():
+        if any(r["point_id"] == pid for r in rows):
+            continue
+        fields = {k: v for k, v in (failed or {}).items() if k in ("status", "correct", "impl", "dtype", "error")}
+        rows.append({"point_id": pid, "status": "ok", **fields})
+    mi = doc.get("machine_info") or {}
+    env = dict(mi.get("attnbench_env") or {})
+    if not env:
+        cpu = mi.get("cpu") or {}
+        env = {"cpu_model": cpu.get("brand_raw") or mi.get("processor") or None}
+    meta = {"env": env, "threads": env.get("threads"), "suite": {}, "device": env.get("device")}
+    return pd.DataFrame(rows), pd.DataFrame(samples, columns=SAMPLE_COLUMNS), meta
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f

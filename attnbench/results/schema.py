@@ -1,32 +1,18 @@
-"""Results of a run: a tidy table (one row per point), the raw samples (a long table), and a
-versioned metadata sidecar. Reports and comparisons read runs only through this module.
+"""The results schema: every column of ``results.parquet`` and ``steps.parquet`` with its unit
+and meaning (docs/results.md is generated from these), and the schema version.
 
-Run directory layout::
+Version history (``metadata.json`` ``schema_version``; :mod:`attnbench.results.metadata`
+migrates older runs on read):
 
-    journal.jsonl      every finished point, appended as it finishes (the source of truth)
-    results.parquet    one row per point (columns documented in COLUMNS)
-    samples.parquet    point_id, sample, time_ms, round: every timing sample, per call, and the
-                       round (worker process) that took it
-    steps.parquet      decode points only: one row per sampled step (columns in STEP_COLUMNS)
-    metadata.json      schema_version, environment, suite, command line, timestamps
-    plan.json          the points of the run, so --resume knows what is missing
+1. the first landing.
+2. metadata gains ``run_id``, ``options`` (every option of the run, reused by ``--resume``)
+   and ``commands`` (the original command line and each resume's); ``correct`` may be null
+   (the check could not run: ``correctness_error`` says why; never a failed check).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
-from attnbench.errors import UserError
-from attnbench.runner import journal
-
-SCHEMA_VERSION = 1
-RESULTS = "results.parquet"
-SAMPLES = "samples.parquet"
-STEPS = "steps.parquet"
-METADATA = "metadata.json"
-PLAN = "plan.json"
+SCHEMA_VERSION = 2
 
 # column -> (unit, meaning).
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -70,7 +56,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "err_dk": ("ratio", "relative error of dL/dk"),
     "err_dv": ("ratio", "relative error of dL/dv"),
     "tolerance": ("ratio", "largest relative error that passes, by dtype"),
-    "correct": ("bool", "every checked tensor finite, non-constant and within tolerance"),
+    "correct": (
+        "bool",
+        "every checked tensor finite, non-constant and within tolerance; null when the check could not run",
+    ),
     "correctness_error": ("", "what failed the check"),
     "server_pid": ("", "pid of the fork server the worker came from (a fresh one per round)"),
     "rounds": ("", "worker processes that measured the point; their samples are pooled"),
@@ -134,97 +123,3 @@ STEP_COLUMNS: dict[str, tuple[str, str]] = {
     "state_alloc_mib": ("MiB", "bytes allocated for it (the KV cache's capacity doubles)"),
     "err_out": ("ratio", "relative error of this step's output row against the float64 reference"),
 }
-
-
-def records_to_frames(records: list[dict[str, Any]]) -> tuple[Any, Any]:
-    """(results DataFrame, samples DataFrame) from journal records (rounds pooled)."""
-    import pandas as pd
-
-    from attnbench.runner.rounds import pool
-
-    records = pool(records)
-    rows = [{k: v for k, v in rec["row"].items() if k != "traceback"} for rec in records]
-    df = pd.DataFrame(rows)
-    for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    front = [c for c in COLUMNS if c in df.columns]
-    df = df[front + [c for c in df.columns if c not in COLUMNS]]
-    samples = pd.DataFrame(
-        [
-            {"point_id": rec["row"]["point_id"], "sample": i, "time_ms": t, "round": rnd}
-            for rec in records
-            for i, (t, rnd) in enumerate(
-                zip(rec.get("samples", []), rec.get("sample_rounds") or [0] * len(rec.get("samples", [])), strict=True)
-            )
-        ],
-        columns=["point_id", "sample", "time_ms", "round"],
-    )
-    return df, samples
-
-
-def steps_frame(records: list[dict[str, Any]]) -> Any:
-    """The steps table (STEP_COLUMNS) of the decode records among ``records``."""
-    import pandas as pd
-
-    rows = [{"point_id": rec["row"]["point_id"], **st} for rec in records for st in rec.get("steps", [])]
-    return pd.DataFrame(rows, columns=list(STEP_COLUMNS)) if not rows else pd.DataFrame(rows)[list(STEP_COLUMNS)]
-
-
-def load_steps(run_dir: Path) -> Any:
-    """steps.parquet of a run (rebuilt from the journal if missing); empty without decode points."""
-    import pandas as pd
-
-    path = Path(run_dir) / STEPS
-    return pd.read_parquet(path) if path.exists() else steps_frame(journal.load(Path(run_dir)))
-
-
-def write_metadata(run_dir: Path, meta: dict[str, Any]) -> None:
-    meta = {"schema_version": SCHEMA_VERSION, **meta}
-    tmp = Path(run_dir) / (METADATA + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(Path(run_dir) / METADATA)
-
-
-def read_metadata(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / METADATA
-    if not path.exists():
-        raise UserError(f"run directory {run_dir}: no {METADATA}; expected a directory written by `attnbench run`")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(
-            f"{path}: schema_version {version!r} is not one this attnbench reads (expected {SCHEMA_VERSION})"
-        )
-    return meta
-
-
-def finalize(run_dir: Path) -> tuple[Any, Any]:
-    """Write results.parquet, samples.parquet and steps.parquet from the journal; return the
-    results and samples frames (the steps table: :func:`load_steps`)."""
-    records = journal.load(run_dir)
-    df, samples = records_to_frames(records)
-    df.to_parquet(Path(run_dir) / RESULTS, index=False)
-    samples.to_parquet(Path(run_dir) / SAMPLES, index=False)
-    steps_frame(records).to_parquet(Path(run_dir) / STEPS, index=False)
-    return df, samples
-
-
-def load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
-    """(results, samples, metadata) of a run directory; rebuilt from the journal if the
-    Parquet files are missing (a run that was killed before it could write them)."""
-    import pandas as pd
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {str(run_dir)!r} does not exist")
-    meta = read_metadata(run_dir)
-    if (run_dir / RESULTS).exists():
-        df = pd.read_parquet(run_dir / RESULTS)
-        samples = pd.read_parquet(run_dir / SAMPLES) if (run_dir / SAMPLES).exists() else None
-    else:
-        df, samples = records_to_frames(journal.load(run_dir))
-    return df, samples, meta

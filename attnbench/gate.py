@@ -1,4 +1,6 @@
-"""Regression thresholds, parsed from strings like ``latency:10%`` or ``memory:1MiB``.
+"""The gate's configuration: regression thresholds (``latency:10%``, ``memory:1MiB``), the
+statistical knobs, and the ``[gate]`` table of a suite. Used by the suite schema (validation)
+and by ``attnbench compare`` (verdicts).
 
 ``FIELD:VALUE`` where FIELD is ``latency`` (median time per call) or ``memory`` (peak MiB),
 and VALUE is a relative change (``5%``) or an absolute one (``0.05ms``, ``20us``, ``1MiB``).
@@ -10,15 +12,21 @@ are applied only after a significance test (see :mod:`attnbench.compare.verdicts
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from attnbench.errors import UserError
 
 FIELDS = ("latency", "memory")
 ABS_UNITS = {"latency": {"ms": 1.0, "us": 1e-3, "s": 1e3}, "memory": {"mib": 1.0, "gib": 1024.0, "kib": 1 / 1024}}
 DEFAULT_THRESHOLDS = ("latency:10%", "memory:5%", "memory:1MiB")
+# A relative threshold of 1000 % or more can never be told from noise, and a ratio of 1e999 is
+# inf: refuse both rather than accept a gate that cannot fail.
+MAX_RELATIVE = 10.0
 _RE = re.compile(r"^\s*([a-z]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z%]*)\s*$")
 
 
@@ -52,13 +60,52 @@ def parse_check(text: str) -> Check:
     name, num, unit = m.group(1), float(m.group(2)), m.group(3)
     if name not in FIELDS:
         raise UserError(f"threshold {text!r}: unknown field {name!r}; expected one of {', '.join(FIELDS)}")
+    if not math.isfinite(num) or num <= 0:
+        raise UserError(f"threshold {text!r}: expected a finite value above 0")
     if unit == "%":
+        if num / 100.0 >= MAX_RELATIVE:
+            raise UserError(f"threshold {text!r}: expected a relative change below {MAX_RELATIVE * 100:g}%")
         return Check(name, num / 100.0, True, text.strip())
     units = ABS_UNITS[name]
     if unit.lower() not in units:
         allowed = ", ".join(["%", *units])
         raise UserError(f"threshold {text!r}: unit {unit or '(none)'!r} is not one of {allowed} for {name}")
     return Check(name, num * units[unit.lower()], False, text.strip())
+
+
+def _threshold(text: str) -> str:
+    try:
+        parse_check(text)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+Threshold = Annotated[str, AfterValidator(_threshold)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class GateTable(BaseModel):
+    """A suite's ``[gate]`` table: defaults for ``attnbench compare`` (docs/ci.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    thresholds: list[Threshold] | None = Field(default=None, min_length=1, description='e.g. ["latency:10%"]')
+    alpha: Fraction | None = Field(default=None, description="false discovery rate across points")
+    confidence: Fraction | None = Field(default=None, description="level of the bootstrap interval")
+    min_samples: int | None = Field(default=None, ge=1, description="fewer samples on a side: inconclusive")
+    normalize: bool | None = Field(default=None, description="divide out the run-wide shift")
+    round_window: float | None = Field(default=None, ge=0, lt=1, description="set aside rounds slower than this")
+
+
+GATE_EXPECTED = {
+    "thresholds": 'a list of strings like "latency:10%" (at least one)',
+    "alpha": "a number between 0 and 1",
+    "confidence": "a number between 0 and 1",
+    "min_samples": "a positive integer",
+    "normalize": "true or false",
+    "round_window": "a number from 0 (keep every round) to below 1",
+}
 
 
 @dataclass
@@ -69,50 +116,38 @@ class GateConfig:
     alpha: float = 0.01  # false discovery rate across the points (Benjamini-Hochberg)
     confidence: float = 0.99  # level of the bootstrap interval on the ratio of medians
     min_samples: int = 10  # fewer timing samples on either side: inconclusive
-    normalize: bool = True  # divide out the run-wide shift (median ratio over all points)
+    normalize: bool = True  # divide out the run-wide shift
     round_window: float = 0.15  # rounds slower than the fastest round by more than this are set aside (0: keep all)
 
     def for_field(self, name: str) -> list[Check]:
         return [c for c in self.checks if c.field == name]
 
 
-GATE_KEYS = {
-    "thresholds": list,
-    "alpha": float,
-    "confidence": float,
-    "min_samples": int,
-    "normalize": bool,
-    "round_window": float,
-}
-
-
 def validate_gate_table(where: str, table: Any) -> dict[str, Any]:
-    """Check a suite's ``[gate]`` table; return it (thresholds already parsed to be sure)."""
+    """Check a suite's ``[gate]`` table; return it with the keys it sets. Errors are one line."""
     if not isinstance(table, dict):
         raise UserError(f"{where}: gate = {table!r}: expected a table")
-    for key, val in table.items():
-        if key not in GATE_KEYS:
-            raise UserError(f"{where} [gate]: unknown key {key!r}; expected one of {', '.join(GATE_KEYS)}")
-        kind = GATE_KEYS[key]
-        if kind is list:
-            if not isinstance(val, list) or not val or not all(isinstance(v, str) for v in val):
-                raise UserError(f'{where} [gate]: thresholds = {val!r}: expected a list of strings like "latency:10%"')
-            for v in val:
-                parse_check(v)
-        elif kind is bool:
-            if not isinstance(val, bool):
-                raise UserError(f"{where} [gate]: {key} = {val!r}: expected true or false")
-        elif kind is int:
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise UserError(f"{where} [gate]: {key} = {val!r}: expected a positive integer")
-        elif key == "round_window":
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val < 1:
-                raise UserError(
-                    f"{where} [gate]: {key} = {val!r}: expected a number from 0 (keep every round) to below 1"
-                )
-        elif isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < 1:
-            raise UserError(f"{where} [gate]: {key} = {val!r}: expected a number between 0 and 1")
+    try:
+        GateTable.model_validate(table)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "extra_forbidden":
+            raise UserError(
+                f"{where} [gate]: unknown key {key!r}; expected one of {', '.join(GateTable.model_fields)}"
+            ) from None
+        if key == "thresholds" and err["type"] == "value_error":
+            raise UserError(f"{where} [gate]: {err['ctx']['error']}") from None
+        raise UserError(f"{where} [gate]: {key} = {table.get(key)!r}: expected {GATE_EXPECTED[key]}") from None
     return dict(table)
+
+
+_RANGES: dict[str, tuple[str, Any]] = {
+    "alpha": ("a number between 0 and 1", lambda v: 0 < v < 1),
+    "confidence": ("a number between 0 and 1", lambda v: 0 < v < 1),
+    "min_samples": ("a positive integer", lambda v: v >= 1),
+    "round_window": ("a number from 0 (keep every round) to below 1", lambda v: 0 <= v < 1),
+}
 
 
 def make_config(
@@ -123,7 +158,7 @@ def make_config(
     Command-line thresholds replace the suite's for the fields they name; other fields keep theirs.
     """
     cfg = GateConfig()
-    gate = dict(gate or {})
+    gate = {k: v for k, v in (gate or {}).items() if v is not None}
     if "thresholds" in gate:
         cfg.checks = _merge(cfg.checks, [parse_check(t) for t in gate.pop("thresholds")])
     for key, val in gate.items():
@@ -131,14 +166,12 @@ def make_config(
     if thresholds:
         cfg.checks = _merge(cfg.checks, [parse_check(t) for t in thresholds])
     for key, val in overrides.items():
-        if val is not None:
-            setattr(cfg, key, val)
-    if not 0 < cfg.alpha < 1:
-        raise UserError(f"--alpha {cfg.alpha}: expected a number between 0 and 1")
-    if cfg.min_samples < 1:
-        raise UserError(f"--min-samples {cfg.min_samples}: expected a positive integer")
-    if not 0 <= cfg.round_window < 1:
-        raise UserError(f"--round-window {cfg.round_window}: expected a number from 0 (keep every round) to below 1")
+        if val is None:
+            continue
+        expected, ok = _RANGES.get(key, ("", lambda v: True))
+        if isinstance(val, float) and not math.isfinite(val) or not ok(val):
+            raise UserError(f"--{key.replace('_', '-')} {val}: expected {expected}")
+        setattr(cfg, key, val)
     return cfg
 
 

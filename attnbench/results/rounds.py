@@ -13,41 +13,49 @@ from collections import defaultdict
 from typing import Any
 
 from attnbench.measure.stats import summarize
+from attnbench.point import Record, Status
 
 _ERR = ("err_out", "err_dq", "err_dk", "err_dv")
 
 
-def pool(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pool(records: list[Record]) -> list[Record]:
     """One record per point: samples of every round pooled, statistics recomputed, peak memory
     the median over rounds, errors the worst round's; ``sample_rounds`` says which round took
     each sample (the gate sets slow processes aside: attnbench.compare.stats.fast_rounds).
     A round that failed makes the point fail with that round's row. Records of single-round
-    points pass through unchanged."""
-    by_point: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    points pass through with ``rounds = 1``."""
+    by_point: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
-        by_point[rec["row"]["point_id"]].append(rec)
+        by_point[rec.point_id].append(rec)
     out = []
     for recs in by_point.values():
-        for r in recs:
-            r["row"].setdefault("round", 0)
-        recs.sort(key=lambda r: int(r["row"].get("round", 0)))
+        recs.sort(key=lambda r: r.round)
         if len(recs) == 1:
             rec = recs[0]
-            out.append({**rec, "row": _drop_round({**rec["row"], "rounds": 1})})
+            out.append(
+                Record(_drop_round({**rec.row, "rounds": 1}), rec.samples, rec.steps, [rec.round] * len(rec.samples))
+            )
             continue
-        failed = [r for r in recs if r["row"]["status"] != "ok"]
+        failed = [r for r in recs if r.status is not Status.OK]
         if failed:
-            row = _drop_round({**failed[0]["row"], "rounds": len(recs)})
-            out.append({"row": row, "samples": []})
+            out.append(Record(_drop_round({**failed[0].row, "rounds": len(recs)})))
             continue
         out.append(_pooled(recs))
     return out
 
 
-def _pooled(recs: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = [r["row"] for r in recs]
-    samples = [t for r in recs for t in r.get("samples", [])]
-    sample_rounds = [int(r["row"].get("round", 0)) for r in recs for _ in r.get("samples", [])]
+def pooled_correct(values: list[Any]) -> bool | None:
+    """A point's verdict from its rounds': False if any round failed, True if any passed, else
+    None (no round's check could run)."""
+    if any(v is False for v in values):
+        return False
+    return True if any(v is True for v in values) else None
+
+
+def _pooled(recs: list[Record]) -> Record:
+    rows = [r.row for r in recs]
+    samples = [t for r in recs for t in r.samples]
+    sample_rounds = [r.round for r in recs for _ in r.samples]
     row = dict(rows[0])
     stats = summarize(samples)
     row.update(stats.as_dict("time_ms"))
@@ -55,7 +63,7 @@ def _pooled(recs: list[dict[str, Any]]) -> dict[str, Any]:
         n_samples=stats.n,
         rel_noise=stats.rel_noise,
         rounds=len(recs),
-        round_medians_ms=[summarize(r["samples"]).median for r in recs if r.get("samples")],
+        round_medians_ms=[summarize(r.samples).median for r in recs if r.samples],
         converged=all(bool(r.get("converged")) for r in rows),
         wall_s=sum(float(r.get("wall_s") or 0.0) for r in rows),
     )
@@ -64,10 +72,10 @@ def _pooled(recs: list[dict[str, Any]]) -> dict[str, Any]:
     for col in _ERR:
         vals = [r[col] for r in rows if r.get(col) is not None]
         row[col] = max(vals) if vals else None
-    row["correct"] = all(r.get("correct") is not False for r in rows)
+    row["correct"] = pooled_correct([r.get("correct") for r in rows])
     problems = [r["correctness_error"] for r in rows if r.get("correctness_error")]
     row["correctness_error"] = problems[0] if problems else None
-    return {"row": _drop_round(row), "samples": samples, "sample_rounds": sample_rounds}
+    return Record(_drop_round(row), samples, [], sample_rounds)
 
 
 def _drop_round(row: dict[str, Any]) -> dict[str, Any]:

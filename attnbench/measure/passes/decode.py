@@ -1,6 +1,7 @@
 """The ``decode`` pass: prefill a prompt of P tokens, then generate T tokens one at a time.
 
-Called by the worker for points with ``pass == "decode"`` (N = P + T). Every step of an
+The worker runs it for points with ``pass == "decode"`` (N = P + T) through the same skeleton
+as the kernel pass (:mod:`attnbench.measure.passes.base`). Every step of an
 incremental decoder (KV cache, RNN state) runs and is timed once; at the sampled steps
 (1, 2, 3, 4, 6, 8, 12, ... and T) the step is timed ``repeats`` times from the same state
 (snapshot/restore) and its median kept, the state's size recorded and its output checked
@@ -14,19 +15,20 @@ import inspect
 import math
 import statistics
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from attnbench.decode.decoders import Decoder, DecoderSpec, get_decoder
 from attnbench.impls import registry
+from attnbench.impls.decoding import Decoder
+from attnbench.impls.registry import ImplSpec
 from attnbench.measure import correctness
-from attnbench.measure.inputs import DTYPES, Inputs, make_inputs
-from attnbench.measure.memory import MIB, cpu_peak_mib
+from attnbench.measure.inputs import Inputs, make_inputs, torch_dtype
+from attnbench.measure.passes.base import MIB, Measured, PassMeasure, peak_columns
 from attnbench.measure.stats import summarize
+from attnbench.point import Point, RunOptions
 
 WARMUP_STEPS = 8
 
@@ -41,12 +43,6 @@ def sampled_steps(t: int) -> list[int]:
             out.add(3 * k // 2)
         k *= 2
     return sorted(out)
-
-
-def _skip_reason(dspec: DecoderSpec, spec: registry.ImplSpec, point: dict[str, Any]) -> str | None:
-    if not point["causal"]:
-        return "pass decode is causal only (a generated token cannot see the future)"
-    return spec.unavailable_reason(point["device"]) or spec.skip_reason({**point, "pass": "fwd"})
 
 
 def _run(
@@ -148,12 +144,10 @@ def _reference_rows(ref_fn: Callable[..., torch.Tensor], inp: Inputs, positions:
     return rows
 
 
-def _check(
-    spec: registry.ImplSpec, inp: Inputs, point: dict[str, Any], res: dict[str, Any], tol: float | None
-) -> dict[str, Any]:
+def _check(spec: ImplSpec, inp: Inputs, point: Point, res: dict[str, Any], tol: float | None) -> dict[str, Any]:
     """Correctness columns (every sampled step's row and the prompt's outputs against float64);
     fills each sampled step's err_out."""
-    p = int(point["P"])
+    p = int(point.P or 0)
     ref_spec = registry.get(spec.reference_name)
     positions = [s["context"] - 1 for s in res["steps"]]
     ref_rows = _reference_rows(ref_spec.fn, inp, positions)
@@ -169,56 +163,32 @@ def _check(
         ref_all.insert(0, correctness.reference_outputs(pfn, prompt, True, False)["out"])
         label += f"; prompt: {plabel}"
     verdict = correctness.judge(
-        {"out": torch.cat(got_all, dim=2)}, {"out": torch.cat(ref_all, dim=2)}, point["dtype"], tol
+        {"out": torch.cat(got_all, dim=2)}, {"out": torch.cat(ref_all, dim=2)}, point.dtype.value, tol
     )
     return {"reference": label, **verdict}
 
 
-def _memory(device: str, fn: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        result = fn()
-        cuda_peak = (torch.cuda.max_memory_allocated() - base) / MIB
-        return {"peak_mib": cuda_peak, "mem_method": "cuda-allocator"}, result
-    peak, method, result = cpu_peak_mib(fn)
-    return {"peak_mib": peak, "mem_method": method}, result
+class DecodePass(PassMeasure):
+    """Pass decode of a registered decoder (``point.impl`` names the decoder)."""
 
+    def resolve(self, point: Point) -> tuple[ImplSpec, dict[str, Any]]:
+        dspec = registry.get_decoder(point.impl)
+        return registry.get(dspec.impl), {"decoder": dspec.kind}
 
-def measure_decode(point: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Measure a decode point; returns {"row": columns, "samples": per-step ms, "steps": [...]}."""
-    from attnbench.runner.worker import _is_oom, _one_line
+    def skip_reason(self, spec: ImplSpec, point: Point) -> str | None:
+        if not point.causal:
+            return "pass decode is causal only (a generated token cannot see the future)"
+        return spec.unavailable_reason(point.device) or spec.skip_reason({**point.as_mapping(), "pass": "fwd"})
 
-    started = time.perf_counter()
-    row: dict[str, Any] = {"status": "ok", "error": None}
-    device = point["device"]
-    threads = int(options.get("threads") or torch.get_num_threads())
-    torch.set_num_threads(threads)
-    row["threads"] = threads
-    empty: dict[str, Any] = {"row": row, "samples": [], "steps": []}
-    try:
-        dspec = get_decoder(point["impl"])
-        spec = registry.get(dspec.impl)
-    except Exception as exc:
-        row.update(status="error", error=_one_line(exc))
-        return empty
-    row.update(family=spec.family, decoder=dspec.kind)
-    reason = _skip_reason(dspec, spec, point)
-    if reason is not None:
-        row.update(status="skipped", error=reason)
-        return empty
-    params = {**spec.params, **point.get("params", {})}
-    b, h, d, m = (int(point[x]) for x in ("B", "H", "D", "M"))
-    p, t = int(point["P"]), int(point["T"])
-    dtype = DTYPES[point["dtype"]]
-    repeats = max(1, int(options.get("timing", {}).get("min_samples", 5)))
-    min_s = float(options.get("timing", {}).get("min_time_s", 0.0))
-    cap_s = float(options.get("timing", {}).get("max_time_s", math.inf))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    try:
-        inp = make_inputs(point, device)
-        row["input_mib"] = inp.nbytes() / MIB
+    def measure(self, spec: ImplSpec, point: Point, params: dict[str, Any], options: RunOptions) -> Measured:
+        dspec = registry.get_decoder(point.impl)
+        b, h, d, m = point.B, point.H, point.D, point.M
+        p, t = int(point.P or 0), int(point.T or 0)
+        dtype, device = torch_dtype(point.dtype), point.device
+        tcfg = options.timing.timer
+        repeats = max(1, tcfg.min_samples)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        inp = make_inputs(point)
         warm = dspec.factory(b, h, d, m, dtype, device, params)
         _run(
             warm,
@@ -230,36 +200,36 @@ def measure_decode(point: dict[str, Any], options: dict[str, Any]) -> dict[str, 
         )
         del warm
         dec = dspec.factory(b, h, d, m, dtype, device, params)
-        mem, res = _memory(device, lambda: _run(dec, inp, p, t, repeats, sync, min_s, cap_s))
-    except Exception as exc:
-        row.update(status="oom" if _is_oom(exc) else "error", error=_one_line(exc))
-        row["traceback"] = traceback.format_exc(limit=8)
-        return empty
-    stats = summarize(res["samples"])
-    tps, method = _tokens_per_s(res, t, dec.fast_forward)
-    first, last = res["steps"][0], res["steps"][-1]
-    row.update(stats.as_dict("time_ms"))
-    row.update(
-        mem,
-        n_samples=stats.n,
-        rel_noise=None,  # the steps differ by design: the noise of their median means nothing
-        converged=None,
-        calls_per_sample=1,
-        warmup_calls=WARMUP_STEPS,
-        timer="cuda-sync-perf-counter" if device == "cuda" else "cpu-perf-counter",
-        tokens_per_s=tps,
-        tokens_per_s_method=method,
-        prefill_ms=res["prefill_ms"],
-        step_ms_first=first["time_ms"],
-        step_ms_last=last["time_ms"],
-        state_mib_first=first["state_mib"],
-        state_mib_last=last["state_mib"],
-        steps_sampled=len(res["steps"]),
-        step_repeats=repeats,
-    )
-    try:
-        row.update(_check(spec, inp, point, res, options.get("tolerance", {}).get(point["dtype"])))
-    except Exception as exc:
-        row.update(correct=False, correctness_error=f"check failed to run: {_one_line(exc)}")
-    row["wall_s"] = time.perf_counter() - started
-    return {"row": row, "samples": res["samples"], "steps": res["steps"]}
+        mem, res = peak_columns(
+            device,
+            lambda: _run(dec, inp, p, t, repeats, sync, tcfg.min_time_s, tcfg.max_time_s),
+            options.timing.memory,
+        )
+        stats = summarize(res["samples"])
+        tps, method = _tokens_per_s(res, t, dec.fast_forward)
+        first, last = res["steps"][0], res["steps"][-1]
+        row: dict[str, Any] = {"input_mib": inp.nbytes() / MIB, **stats.as_dict("time_ms"), **mem}
+        row.update(
+            n_samples=stats.n,
+            rel_noise=None,  # the steps differ by design: the noise of their median means nothing
+            converged=None,
+            calls_per_sample=1,
+            warmup_calls=WARMUP_STEPS,
+            timer="cuda-sync-perf-counter" if device == "cuda" else "cpu-perf-counter",
+            tokens_per_s=tps,
+            tokens_per_s_method=method,
+            prefill_ms=res["prefill_ms"],
+            step_ms_first=first["time_ms"],
+            step_ms_last=last["time_ms"],
+            state_mib_first=first["state_mib"],
+            state_mib_last=last["state_mib"],
+            steps_sampled=len(res["steps"]),
+            step_repeats=repeats,
+        )
+        return Measured(row, res["samples"], res["steps"], ctx=(inp, res))
+
+    def check(
+        self, spec: ImplSpec, point: Point, params: dict[str, Any], options: RunOptions, measured: Measured
+    ) -> dict[str, Any]:
+        inp, res = measured.ctx
+        return _check(spec, inp, point, res, options.tolerance.get(point.dtype.value))

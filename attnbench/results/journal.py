@@ -1,0 +1,76 @@
+"""The run's journal: one JSON line per finished (point, round), appended and fsynced at once,
+so an interrupted or crashed sweep keeps every point it finished and ``--resume`` can skip them."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from attnbench.point import Record
+from attnbench.results.layout import RunDir
+
+
+@dataclass
+class JournalRead:
+    """The records of a journal, and the line numbers (1-based) it had to skip."""
+
+    records: list[Record]
+    bad_lines: list[int] = field(default_factory=list)
+    torn_tail: bool = False  # the last line was cut off mid-write (a run killed while appending)
+
+    def warning(self, path: Path) -> str | None:
+        """One line naming the skipped lines, or None."""
+        if not self.bad_lines:
+            return None
+        shown = ", ".join(str(n) for n in self.bad_lines[:10]) + (" ..." if len(self.bad_lines) > 10 else "")
+        what = "a torn last line" if self.torn_tail and len(self.bad_lines) == 1 else f"{len(self.bad_lines)} line(s)"
+        return f"{path}: skipped {what} that are not records (line {shown})"
+
+
+def _path(run_dir: Path | RunDir) -> Path:
+    return (run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))).journal
+
+
+def append(run_dir: Path | RunDir, record: Record) -> None:
+    """Append one record durably (a torn last line, from a run killed mid-write, is closed first)."""
+    path = _path(run_dir)
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(("\n" if torn else "") + json.dumps(record.to_json()) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read(run_dir: Path | RunDir) -> JournalRead:
+    """Every valid record (a later record of the same point and round replaces an earlier one)
+    and the lines that were not records."""
+    path = _path(run_dir)
+    if not path.exists():
+        return JournalRead([])
+    by_id: dict[tuple[str, int], Record] = {}
+    bad: list[int] = []
+    torn = False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = Record.from_json(json.loads(line))
+        except (ValueError, TypeError, KeyError):  # JSONDecodeError is a ValueError
+            bad.append(i)
+            torn = torn or i == len(lines)
+            continue
+        by_id[(rec.point_id, rec.round)] = rec
+    return JournalRead(list(by_id.values()), bad, torn)
+
+
+def load(run_dir: Path | RunDir) -> list[Record]:
+    """The valid records of the journal (see :func:`read` for the skipped lines)."""
+    return read(run_dir).records

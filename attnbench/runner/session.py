@@ -1,0 +1,350 @@
+"""One run's lifecycle: plan -> prepare -> calibrate -> sweep -> finalize -> report.
+
+:func:`start` makes a new run directory from a :class:`RunRequest` (the command line's choices)
+or reopens one for ``--resume`` (reusing every option it was started with; a conflicting option
+is a one-line error). :meth:`Session.run` then measures what is missing and writes the tables.
+The command (``attnbench.commands.run``) only turns options into a request and prints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from attnbench.env import fingerprint, resolve_device
+from attnbench.errors import UserError
+from attnbench.impls import registry
+from attnbench.point import CudaTimerOptions, Pass, Point, Record, RunOptions, TimingConfig
+from attnbench.results import journal
+from attnbench.results.layout import RunDir
+from attnbench.results.metadata import read_metadata, write_metadata
+from attnbench.results.plan import Plan, read_plan, write_plan
+from attnbench.results.tables import finalize
+from attnbench.runner.calibrate import device_facts_in_worker
+from attnbench.runner.sweep import plan_rounds, run_points
+from attnbench.suite import expand, load_suite, parse_set
+
+RUNS_ROOT = Path("runs")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the command line asked for. None (or empty) = not given: the suite's or the
+    default value applies, and on ``--resume`` the run's stored value."""
+
+    suite: str | None = None
+    impls: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    device: str | None = None
+    dtypes: tuple[str, ...] = ()
+    out: str | None = None
+    threads: int | None = None
+    max_time: float | None = None
+    rounds: int | None = None
+    timeout: float | None = None
+    cuda_graph: bool | None = None
+    l2_flush: bool | None = None
+
+    def validate(self) -> None:
+        """Option values that are wrong whatever the suite (before anything is created)."""
+        for name, val in (("--threads", self.threads), ("--rounds", self.rounds)):
+            if val is not None and val < 1:
+                raise UserError(f"{name} {val}: expected a positive integer")
+        for name, fval in (("--max-time", self.max_time), ("--timeout", self.timeout)):
+            if fval is not None and not (math.isfinite(fval) and fval > 0):
+                raise UserError(f"{name} {fval}: expected a positive, finite number of seconds")
+
+    def given(self) -> dict[str, Any]:
+        """The options actually given, by their command-line names."""
+        out = {}
+        for f in fields(self):
+            val = getattr(self, f.name)
+            if val not in (None, ()):
+                out[f.name] = list(val) if isinstance(val, tuple) else val
+        return out
+
+
+_FLAG = {
+    "impls": "--impl",
+    "sets": "--set",
+    "dtypes": "--dtype",
+    "cuda_graph": "--cuda-graph",
+    "l2_flush": "--l2-flush",
+}
+
+
+def flag(name: str) -> str:
+    return _FLAG.get(name, "--" + name.replace("_", "-"))
+
+
+def slug(name: str) -> str:
+    """A suite name made safe as a directory name (no separators, no dots at the start)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return s[:60] or "run"
+
+
+@dataclass
+class Session:
+    """An open run directory with its plan and options."""
+
+    run_dir: RunDir
+    plan: Plan
+    options: RunOptions
+    meta: dict[str, Any]
+    resumed: bool
+    on_event: Callable[[str], None] = field(default=lambda _msg: None)
+
+    @property
+    def points(self) -> list[Point]:
+        return self.plan.points
+
+    def todo(self) -> tuple[list[tuple[Point, int]], int]:
+        """The (point, round) pairs still to run, and how many the run has in all."""
+        done = {(r.point_id, r.round) for r in journal.load(self.run_dir)}
+        rounds = self.options.timing.rounds
+        return plan_rounds(self.points, rounds, done), len(plan_rounds(self.points, rounds, set()))
+
+    def prepare(self) -> None:
+        """Build every impl's compiled parts once, before the sweep (no point's time is spent
+        compiling); an impl that cannot be built is reported and its points will say why."""
+        names = sorted({p.impl for p in self.points if not p.skip and p.pass_ is not Pass.DECODE})
+        for name in names:
+            spec = registry.get(name)
+            if spec.prepare is None or spec.unavailable_reason(self.options.device) is not None:
+                continue
+            self.on_event(f"preparing {name} on {self.options.device} ...")
+            t0 = time.perf_counter()
+            try:
+                why = spec.prepare(self.options.device)
+            except Exception as exc:  # a failed build is the impl's problem, not the run's
+                why = f"{type(exc).__name__}: {exc}"
+            took = time.perf_counter() - t0
+            self.on_event(f"prepared {name} in {took:.1f} s" if why is None else f"{name} not built: {why}")
+
+    def sweep(
+        self,
+        on_done: Callable[[Record], None] | None = None,
+        on_start: Callable[[Point, int], None] | None = None,
+    ) -> bool:
+        """Run what is missing; True if interrupted by Ctrl-C (everything finished is kept)."""
+        todo, _total = self.todo()
+        try:
+            run_points(self.run_dir, todo, self.options, on_done, on_start)
+        except KeyboardInterrupt:
+            return True
+        return False
+
+    def finalize(self, interrupted: bool) -> pd.DataFrame:
+        """Write the tables and close the metadata; the reference cache goes once the run is whole."""
+        df, _samples = finalize(self.run_dir)
+        meta = read_metadata(self.run_dir)
+        meta["finished"] = None if interrupted else _now()
+        meta["interrupted"] = interrupted
+        write_metadata(self.run_dir, meta)
+        if not interrupted:
+            shutil.rmtree(self.run_dir.refcache, ignore_errors=True)
+        return df
+
+
+def start(request: RunRequest, resume: Path | None = None, on_event: Callable[[str], None] | None = None) -> Session:
+    """A new run (plan written, device calibrated, metadata started) or a reopened one."""
+    request.validate()
+    session = _reopen(request, resume) if resume is not None else _create(request)
+    if on_event is not None:
+        session.on_event = on_event
+    return session
+
+
+def _timing(suite_timing: TimingConfig, request: RunRequest) -> TimingConfig:
+    timing = suite_timing.with_overrides(max_time_s=request.max_time, timeout_s=request.timeout, rounds=request.rounds)
+    if request.timeout is not None:
+        timing = timing.with_overrides(check_timeout_s=max(timing.check_timeout_s, request.timeout))
+    return timing
+
+
+def _threads(timing: TimingConfig, request: RunRequest) -> int:
+    """The run's torch threads: the suite's requirement (a process-time clock needs one), the
+    command line's, else every core."""
+    need = timing.threads or (1 if timing.clock == "process" else None)
+    if need is not None:
+        if request.threads is not None and request.threads != need:
+            why = "its CPU-time clock needs one thread" if timing.clock == "process" else "the suite says so"
+            raise UserError(f"--threads {request.threads}: this suite runs with threads = {need} ({why})")
+        return need
+    return request.threads or os.cpu_count() or 1
+
+
+def _create(request: RunRequest) -> Session:
+    suite = load_suite(request.suite or "seqlen")
+    overrides: dict[str, list[Any]] = {}
+    for s in request.sets:
+        key, values = parse_set(s)
+        overrides[key] = values
+    if request.impls:
+        overrides["impl"] = list(request.impls)
+    if request.dtypes:
+        overrides["dtype"] = [parse_set(f"dtype={d}")[1][0] for d in request.dtypes]
+    timing = _timing(suite.timing_config, request)
+    device = resolve_device(request.device or "auto")
+    threads = _threads(timing, request)
+    points = expand(suite, device, overrides)
+    if not points:
+        raise UserError(f"suite {suite.name}: the overrides leave no points to run")
+    for p in points:  # an unknown name is a one-line error listing what exists
+        if p.pass_ is Pass.DECODE:
+            registry.get_decoder(p.impl)
+        else:
+            registry.get(p.impl)
+    run_dir = _new_run_dir(request.out, suite.name)
+    facts = device_facts_in_worker(device, sorted({p.dtype.value for p in points if not p.skip}), threads)
+    options = RunOptions(
+        device=device,
+        threads=threads,
+        timing=timing,
+        tolerance=dict(suite.tolerance),
+        ref_cache_dir=str(run_dir.refcache),
+        cuda=CudaTimerOptions(
+            graph=bool(request.cuda_graph), flush_l2=True if request.l2_flush is None else request.l2_flush
+        ),
+        telemetry=facts["telemetry_config"],
+        peaks=facts["peaks"],
+    )
+    plan_meta = {
+        "suite": {"name": suite.name, "path": suite.path, "description": suite.description, "source": suite.source},
+        "overrides": overrides,
+        "device": device,
+        "timing": timing.to_table(),
+        "tolerance": suite.tolerance,
+    }
+    plan = Plan(plan_meta, points)
+    write_plan(run_dir, plan)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    meta = {
+        **plan_meta,
+        "run_id": uuid.uuid4().hex,
+        "request": request.given(),
+        "options": _options_doc(options),
+        "env": fingerprint(device, threads),
+        "command": command,
+        "commands": [command],
+        "started": _now(),
+        "resumed": [],
+        "finished": None,
+        "threads": threads,
+        "peaks": facts["peaks"],
+        "telemetry": facts["telemetry"],
+        "telemetry_config": facts["telemetry_config"],
+        "cuda_timer": asdict(options.cuda),
+    }
+    write_metadata(run_dir, meta)
+    return Session(run_dir, plan, options, meta, resumed=False)
+
+
+def _new_run_dir(out: str | None, suite_name: str) -> RunDir:
+    """The run directory to create: ``--out`` or ``runs/SUITE-TIMESTAMP``; checked, then made."""
+    if out is not None:
+        path = Path(out)
+        label = f"--out {out!r}"
+    else:
+        path = RUNS_ROOT / f"{slug(suite_name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        label = f"run directory {str(path)!r}"
+        if RUNS_ROOT.resolve() not in path.resolve().parents:
+            raise UserError(f"{label}: resolves outside {RUNS_ROOT}/; rename the suite")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{label}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise UserError(f"{label}: directory is not empty; use --resume {path} to continue it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".attnbench-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{label}: cannot be created or written ({exc.strerror or exc})") from None
+    return RunDir(path)
+
+
+def _options_doc(options: RunOptions) -> dict[str, Any]:
+    """What metadata stores of the options (enough to rebuild them on --resume)."""
+    return {
+        "device": options.device,
+        "threads": options.threads,
+        "timing": options.timing.to_table(),
+        "tolerance": dict(options.tolerance),
+        "cuda": asdict(options.cuda),
+    }
+
+
+def _reopen(request: RunRequest, resume: Path) -> Session:
+    run_dir = RunDir(resume)
+    plan = read_plan(run_dir)
+    meta = read_metadata(run_dir)
+    stored = meta.get("request") or {}
+    for name, val in request.given().items():
+        if name == "out":
+            continue
+        if stored.get(name) != val:
+            was = stored.get(name)
+            had = (
+                f"it was started with {flag(name)} {_show(was)}"
+                if was is not None
+                else f"it was started without {flag(name)}"
+            )
+            raise UserError(
+                f"{flag(name)} {_show(val)}: conflicts with the run being resumed ({had}); "
+                f"--resume reuses the run's options, give none or the same"
+            )
+    device = resolve_device(plan.meta["device"])
+    doc = meta.get("options")
+    if doc:  # every option as the run was started (schema 2)
+        timing = TimingConfig.from_table(doc["timing"])
+        options = RunOptions(
+            device=device,
+            threads=int(doc["threads"]),
+            timing=timing,
+            tolerance=dict(doc.get("tolerance") or {}),
+            ref_cache_dir=str(run_dir.refcache),
+            cuda=CudaTimerOptions(**doc.get("cuda", {})),
+            telemetry=meta.get("telemetry_config"),
+            peaks=meta.get("peaks"),
+        )
+    else:  # a run written before options were stored: the plan's timing, today's defaults otherwise
+        timing = TimingConfig.from_table(plan.meta.get("timing") or {})
+        options = RunOptions(
+            device=device,
+            threads=int(meta.get("threads") or os.cpu_count() or 1),
+            timing=timing,
+            tolerance=dict(plan.meta.get("tolerance") or {}),
+            ref_cache_dir=str(run_dir.refcache),
+            telemetry=meta.get("telemetry_config"),
+            peaks=meta.get("peaks"),
+        )
+        meta["options"] = _options_doc(options)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    meta["commands"] = [*meta.get("commands", []), command]
+    meta["resumed"] = [*meta.get("resumed", []), _now()]
+    meta["finished"] = None
+    write_metadata(run_dir, meta)
+    return Session(run_dir, plan, options, meta, resumed=True)
+
+
+def _show(val: Any) -> str:
+    if isinstance(val, list):
+        return ",".join(str(v) for v in val)
+    return str(val)
