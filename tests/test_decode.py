@@ -168,10 +168,11 @@ def test_decode_pass_through_the_cli(tmp_path):
         assert df[col].notna().all(), col
     assert "tok/s" in res.stdout
 
-    from attnbench.decode.report import decode_section, speedups
+    from attnbench.report.decode import decode_section, speedups
 
-    md = decode_section(df, steps, tmp_path / "report")
-    assert "## Autoregressive decoding" in md and "Speedup of linear-recurrent" in md
+    section = decode_section(df, steps, tmp_path / "report")
+    assert section is not None and section.title == "Autoregressive decoding"
+    assert "Speedup of linear-recurrent" in [getattr(b, "title", "") for b in section.blocks]
     assert {"decode_latency.png", "decode_memory.png", "decode_speedup.png"} <= {
         p.name for p in (tmp_path / "report").iterdir()
     }
@@ -182,7 +183,7 @@ def test_decode_pass_through_the_cli(tmp_path):
     assert rep.returncode == 0, rep.stderr
     md_text = (tmp_path / "run" / "report" / "report.md").read_text()
     html_text = (tmp_path / "run" / "report" / "report.html").read_text()
-    assert "](charts/decode_latency.png)" in md_text
+    assert "### Autoregressive decoding" in md_text and r"charts/decode\_latency.png" in md_text
     assert "<h2>Autoregressive decoding</h2>" in html_text and html_text.count("data:image/png;base64") >= 3
 
 

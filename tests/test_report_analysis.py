@@ -162,3 +162,54 @@ def test_default_baseline_and_environment() -> None:
     assert default_baseline(frame({"x": ("linear", lambda n: 1.0)})) is None
     env = dict(an.environment({"suite": {"name": "seqlen"}, "device": "cpu", "env": {"torch": "2.13", "gpu": None}}))
     assert env == {"suite": "seqlen", "device": "cpu", "torch": "2.13"}
+
+
+def test_noisy_points_and_their_reasons() -> None:
+    from attnbench.report.frame import NOISY_CPU_BUSY_PCT, noise_reasons, noisy
+
+    df = frame({"a": ("linear", lambda n: 1.0)}).head(5).reset_index(drop=True)
+    df["converged"] = [True, False, True, None, True]
+    df["n_samples"] = [5, 5, 2, 5, 5]
+    df["cpu_other_busy_pct"] = [0.0, 0.0, 0.0, NOISY_CPU_BUSY_PCT + 1, NOISY_CPU_BUSY_PCT]
+    df.loc[4, "status"] = "error"  # no number: never noisy
+    meta = {"timing": {"min_samples": 5}}
+    assert list(noisy(df, meta)) == [False, True, True, True, False]
+    assert list(noise_reasons(df, meta)) == [
+        "",
+        "did not converge",
+        "2 of 5 samples",
+        "other processes used 11% CPU",
+        "",
+    ]
+    # without the suite's min_samples, the sample count is not judged; older runs without the columns: none noisy
+    assert list(noisy(df, {})) == [False, True, False, True, False]
+    assert not noisy(df.drop(columns=["converged", "n_samples", "cpu_other_busy_pct"]), meta).any()
+    decode = df.assign(**{"pass": "decode"})  # n_samples counts sampled steps there
+    assert list(noise_reasons(decode, meta))[2] == ""
+
+
+def test_families_never_guess_from_the_name() -> None:
+    from attnbench.report.frame import families
+
+    df = pd.DataFrame(
+        {
+            "impl": ["softmax", "linear-chunked", "linear-causal-cpu", "linear-odd", "plugin-x", "mine"],
+            "family": ["softmax", "linear", "linear", None, "linear", "linear"],
+            "compiled": [False, False, False, False, False, True],
+        }
+    )
+    assert list(families(df)) == ["softmax", "linear", "kernel", "other", "linear", "kernel"]
+    assert list(families(df.drop(columns=["family", "compiled"]))) == [
+        "other",
+        "other",
+        "kernel",
+        "other",
+        "other",
+        "other",
+    ]
+
+
+def test_default_baseline_prefers_sdpa() -> None:
+    both = pd.concat([frame({"softmax": ("softmax", lambda n: 1.0)}), frame({"sdpa": ("softmax", lambda n: 1.0)})])
+    assert default_baseline(both) == "sdpa"
+    assert default_baseline(frame({"softmax": ("softmax", lambda n: 1.0)})) == "softmax"

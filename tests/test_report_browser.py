@@ -72,9 +72,15 @@ def page(browser: Any, report_html: Path) -> Iterator[tuple[Any, dict[str, list[
     pg.close()
 
 
-def _column(pg: Any, name: str) -> list[str]:
+def _column(pg: Any, name: str, what: str = "td.textContent") -> list[str]:
     idx = pg.eval_on_selector_all("#results thead th", "(ths, n) => ths.findIndex(th => th.textContent === n)", name)
-    return pg.eval_on_selector_all(f"#results tbody tr td:nth-child({idx + 1})", "tds => tds.map(td => td.textContent)")
+    return pg.eval_on_selector_all(f"#results tbody tr td:nth-child({idx + 1})", f"tds => tds.map(td => {what})")
+
+
+def _values(pg: Any, name: str) -> list[float | None]:
+    """A numeric column's raw values (the text is formatted: "12.3 ms")."""
+    raw = _column(pg, name, "td.dataset.value === undefined ? null : td.dataset.value")
+    return [None if v is None else float(v) for v in raw]
 
 
 def test_charts_render_without_errors(page: tuple[Any, dict[str, list[str]]]) -> None:
@@ -82,6 +88,9 @@ def test_charts_render_without_errors(page: tuple[Any, dict[str, list[str]]]) ->
     imgs = pg.eval_on_selector_all("img", "xs => xs.map(i => [i.className, i.complete, i.naturalWidth])")
     assert len(imgs) == 5
     assert all(cls == "chart" and complete and width > 0 for cls, complete, width in imgs), imgs
+    # what the charts leave out is listed beside them, the first list open
+    assert pg.eval_on_selector_all("aside details.skips", "ds => ds.map(d => d.open)") == [True] + [False] * 4
+    assert "softmax: oom at N=4096" in pg.inner_text("aside")
     assert seen["console"] == [] and seen["pageerror"] == []
     assert seen["request"] == []  # nothing fetched from anywhere
 
@@ -89,23 +98,63 @@ def test_charts_render_without_errors(page: tuple[Any, dict[str, list[str]]]) ->
 def test_table_sorts_and_filters(page: tuple[Any, dict[str, list[str]]]) -> None:
     pg, _ = page
     assert pg.text_content("#count") == "60 of 60 points"
-    pg.click("#results thead th:text-is('median ms')")
-    times = [float(t) for t in _column(pg, "median ms") if t]
+    pg.click("#results thead th:text-is('median')")
+    times = [t for t in _values(pg, "median") if t is not None]
     assert times == sorted(times) and len(times) == 45
-    assert _column(pg, "median ms")[-1] == ""  # missing values sort last
-    pg.click("#results thead th:text-is('median ms')")
-    times = [float(t) for t in _column(pg, "median ms") if t]
+    assert _values(pg, "median")[-1] is None and _column(pg, "median")[-1] == ""  # missing values sort last
+    assert _column(pg, "median")[0] == "328 µs"  # sdpa at N=256: 5e-6 * 256^2 ms, in the one number format
+    pg.click("#results thead th:text-is('median')")
+    times = [t for t in _values(pg, "median") if t is not None]
     assert times == sorted(times, reverse=True)
-    assert pg.get_attribute("#results thead th:text-is('median ms')", "aria-sort") == "descending"
+    assert _values(pg, "median")[-1] is None  # still last when descending
+    assert pg.get_attribute("#results thead th:text-is('median')", "aria-sort") == "descending"
     pg.click("#results thead th:text-is('N')")
-    ns = [int(n) for n in _column(pg, "N")]
-    assert ns == sorted(ns)
+    ns = [v for v in _values(pg, "N") if v is not None]
+    assert ns == sorted(ns) and len(ns) == 60
     pg.fill("#filter", "oom")
     assert pg.text_content("#count") == "2 of 60 points"
     assert set(_column(pg, "status")) == {"oom"}
     pg.fill("#filter", "")
     pg.select_option("#status-filter", "skipped")
     assert set(_column(pg, "status")) == {"skipped"}
+
+
+def test_noise_is_marked_everywhere(page: tuple[Any, dict[str, list[str]]]) -> None:
+    pg, _ = page
+    warn = pg.inner_text("li.fact.warn[data-fact=noise]")
+    assert "3 of 45 measured points are noisy" in warn and "machine busy?" in warn
+    # the pivot tables: noisy numbers greyed with a mark and the reason as a tooltip
+    pg.click("#numbers summary:has-text('Median time per call')")
+    noisy = pg.eval_on_selector_all("#pivot-time td.noisy", "tds => tds.map(td => [td.textContent, td.title])")
+    assert ("41.9 ms ≈", "did not converge; 2 of 5 samples") in [tuple(c) for c in noisy]
+    assert ("5.24 ms ≈", "other processes used 35% CPU") in [tuple(c) for c in noisy]
+    assert len(noisy) == 3
+    # the points table: a noisy column, greyed rows, a filter
+    pg.check("#noisy-only")
+    assert pg.text_content("#count") == "3 of 60 points"
+    assert pg.eval_on_selector_all("#results tbody tr", "trs => trs.every(tr => tr.classList.contains('noisy'))")
+    assert sorted(_column(pg, "median")) == ["123 ms ≈", "41.9 ms ≈", "5.24 ms ≈"]
+    pg.uncheck("#noisy-only")
+    pg.fill("#filter", "did not converge")
+    assert pg.text_content("#count") == "2 of 60 points"
+
+
+def test_toc_and_collapsible_sections(page: tuple[Any, dict[str, list[str]]]) -> None:
+    pg, seen = page
+    links = pg.eval_on_selector_all("nav#toc a", "as => as.map(a => a.getAttribute('href'))")
+    assert links[0] == "#latency" and links[-1] == "#points"
+    for href in links:  # every entry leads somewhere
+        assert pg.eval_on_selector(href, "el => el.tagName") == "SECTION"
+    assert pg.is_visible("#chart-latency img")
+    pg.click("#latency > details > summary")  # fold the lead section
+    assert not pg.is_visible("#chart-latency img")
+    pg.click("#latency > details > summary")
+    assert pg.is_visible("#chart-latency img")
+    assert not pg.is_visible("#scaling table")  # detail tables start folded
+    pg.click("nav#toc a[href='#analysis']")
+    pg.click("#scaling > summary")
+    assert pg.is_visible("#scaling table")
+    assert seen["request"] == [] and seen["pageerror"] == []
 
 
 def test_hostile_names_are_text_and_run_nothing(page: tuple[Any, dict[str, list[str]]]) -> None:
@@ -136,6 +185,6 @@ def test_committed_example_report_renders(browser: Any) -> None:
     assert len(widths) >= 5 and all(w > 0 for w in widths), widths
     assert errors == []
     pg.click("#results thead th:text-is('N')")
-    ns = [int(n) for n in _column(pg, "N")]
+    ns = [v for v in _values(pg, "N") if v is not None]
     assert ns == sorted(ns) and len(ns) > 0
     pg.close()

@@ -16,13 +16,24 @@ def report(
     format_: Annotated[str, typer.Option("--format", "-f", help="md, html or both.")] = "both",
     out: Annotated[Path | None, typer.Option(help="Directory to write to (default RUN_DIR/report/).")] = None,
     baseline: Annotated[
-        str | None, typer.Option(help="Impl the speedup chart divides by (default softmax, else sdpa).")
+        str | None,
+        typer.Option(help="Impl that speedups and crossovers are measured against (default sdpa, else softmax)."),
+    ] = None,
+    assets_url: Annotated[
+        str | None,
+        typer.Option(
+            "--assets-url",
+            metavar="PREFIX",
+            help="URL the charts/ folder will be served from: report.md then shows the charts as images "
+            "(without it, report.md names them: a CI job summary cannot show a relative path).",
+        ),
     ] = None,
 ) -> None:
-    """Write the report of a run: charts (PNG, SVG), report.md and a self-contained report.html."""
+    """Write the report of a run: charts (PNG, SVG), report.md (fit for a CI job summary) and a
+    self-contained report.html."""
     from attnbench.report import build, parse_formats  # deferred: pandas, seaborn
 
-    written = build(run_dir, parse_formats(format_), out, baseline)
+    written = build(run_dir, parse_formats(format_), out, baseline, assets_url)
     for kind in ("md", "html", "charts"):
         if kind in written:
             print(f"{kind}: {written[kind]}")

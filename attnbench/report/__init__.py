@@ -1,11 +1,13 @@
-"""Reports of a run: charts (plots.py), numbers (analysis.py), Markdown and HTML renderings.
+"""Reports of a run. One report model (model.py), assembled by content.py from the numbers
+(analysis.py, findings.py, tables.py), the charts (charts.py, plots.py, style.py) and the decode
+section (decode.py), rendered by markdown.py and html.py (jinja2, templates/).
 
-Importing this package is cheap; pandas, matplotlib and seaborn load inside :func:`build`.
+Importing this package is cheap; pandas, matplotlib, seaborn and jinja2 load inside :func:`build`.
 Layout written under ``out`` (default ``RUN_DIR/report/``)::
 
-    report.md        GitHub-flavoured Markdown, links to charts/ by relative path
+    report.md        GitHub-flavoured Markdown for a CI job summary (image links only with assets_url)
     report.html      one self-contained file (charts inlined)
-    charts/*.png     one PNG and one SVG per chart
+    charts/*.png     one PNG and one SVG per chart (decode charts: PNG)
     charts/*.svg
 """
 
@@ -33,29 +35,32 @@ def build(
     formats: Iterable[str] = FORMATS,
     out: Path | str | None = None,
     baseline: str | None = None,
+    assets_url: str | None = None,
 ) -> dict[str, Path]:
     """Write the report of ``run_dir``; return ``{"md": path, "html": path, "charts": dir}``
-    for what was written. ``baseline`` is the impl speedups are relative to (default softmax
-    if it ran, else sdpa)."""
+    for what was written. ``baseline`` is the impl speedups and crossovers are relative to
+    (default sdpa if it ran, else softmax); ``assets_url`` is where the charts/ folder will be
+    served from, for image links in report.md (none without it)."""
     formats = tuple(formats)
     for f in formats:
         if f not in FORMATS:
             raise UserError(f"report format {f!r}: expected one of {', '.join(FORMATS)}")
+    if assets_url is not None and not assets_url.strip():
+        raise UserError("--assets-url '': expected a URL prefix such as https://example.org/run-42/charts")
+    try:
+        from attnbench.report.charts import make_charts
+    except ImportError as exc:
+        raise UserError(f"the report needs seaborn and matplotlib ({exc}); pip install 'attnbench[report]'") from None
     from attnbench.report import html as html_report
     from attnbench.report import markdown
     from attnbench.report.analysis import analyse
+    from attnbench.report.content import build_report
+    from attnbench.report.decode import decode_section
     from attnbench.report.frame import default_baseline
-
-    try:
-        from attnbench.report.plots import make_charts
-    except ImportError as exc:
-        raise UserError(f"the report needs seaborn and matplotlib ({exc}); pip install 'attnbench[report]'") from None
-    from attnbench.report.tables import all_tables
-    from attnbench.results import load_run
+    from attnbench.report.skips import skip_list
+    from attnbench.results import load_run, load_steps
 
     df, _samples, meta = load_run(Path(run_dir))
-    from attnbench.results import load_steps
-
     if df is None or not len(df):
         raise UserError(f"run directory {str(run_dir)!r} holds no results yet")
     impls = set(df["impl"].astype(str))
@@ -64,28 +69,18 @@ def build(
     baseline = baseline or default_baseline(df)
     out_dir = Path(out) if out is not None else Path(run_dir) / "report"
     chart_dir = out_dir / "charts"
-    charts = make_charts(df, chart_dir, baseline)
-    analysis = analyse(df, meta)
-    tables = all_tables(df, analysis)
-    decode_md = _decode_section(df, load_steps(Path(run_dir)), chart_dir)
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    kernel = df[df["pass"].astype(str) != "decode"]
+    analysis = analyse(kernel, meta, baseline)
+    charts = make_charts(kernel, meta, analysis, chart_dir, baseline, skip_list(kernel))
+    decode = decode_section(df, load_steps(Path(run_dir)), chart_dir)
+    points = html_report.points_data(df, meta) if "html" in formats else None
+    report = build_report(df, meta, analysis, charts, baseline, decode, points)
     written: dict[str, Path] = {"charts": chart_dir}
     if "md" in formats:
         written["md"] = out_dir / "report.md"
-        text = markdown.render(df, meta, analysis, charts, tables)
-        if decode_md:
-            text = text.rstrip("\n") + "\n\n" + decode_md.replace("](decode_", "](charts/decode_") + "\n"
-        written["md"].write_text(text, encoding="utf-8")
+        written["md"].write_text(markdown.render(report, assets_url), encoding="utf-8")
     if "html" in formats:
         written["html"] = out_dir / "report.html"
-        extra = html_report.markdown_block(decode_md, chart_dir) if decode_md else ""
-        written["html"].write_text(html_report.render(df, meta, analysis, charts, tables, extra), encoding="utf-8")
+        written["html"].write_text(html_report.render(report), encoding="utf-8")
     return written
-
-
-def _decode_section(df: object, steps: object, chart_dir: Path) -> str:
-    """The autoregressive-decoding section (attnbench.decode.report), "" without decode points."""
-    if steps is None:
-        return ""
-    from attnbench.decode.report import decode_section
-
-    return decode_section(df, steps, chart_dir)

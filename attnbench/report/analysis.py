@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attnbench.report.frame import ERR_COLS, col, max_error, measured, with_config
+from attnbench.report.frame import ERR_COLS, col, families, max_error, measured, with_config
 
 FIT_MIN_N = 1024  # below this, CPU timings are dominated by per-call overhead
 FIT_MIN_POINTS = 3
@@ -83,17 +83,6 @@ def scaling(df: pd.DataFrame, metric: str = "time_ms_median", min_n: float = FIT
     return pd.DataFrame(rows, columns=cols)
 
 
-def _families(df: pd.DataFrame) -> dict[str, str]:
-    fam = df["family"] if "family" in df.columns else pd.Series(None, index=df.index)
-    out: dict[str, str] = {}
-    for impl, f in zip(df["impl"].astype(str), fam, strict=True):
-        if isinstance(f, str) and f:
-            out.setdefault(impl, f)
-        else:
-            out.setdefault(impl, "linear" if impl.startswith("linear") else "other")
-    return out
-
-
 def crossover_n(ns: list[float], ratio: list[float]) -> tuple[float, str]:
     """Where ``ratio`` (impl time / reference time, by increasing N) drops below 1 for good.
 
@@ -117,13 +106,14 @@ def crossover_n(ns: list[float], ratio: list[float]) -> tuple[float, str]:
 
 
 def crossovers(df: pd.DataFrame, references: tuple[str, ...] = REFERENCES) -> pd.DataFrame:
-    """For each linear-family impl, pass and config: the N above which it beats each reference.
+    """For each linear impl (family linear or kernel, see frame.families), pass and config: the N
+    above which it beats each reference.
 
     Columns: config, pass, impl, versus, crossover_n (NaN if none), verdict. Only N where both
     ran ok are compared.
     """
     data = with_config(measured(df))
-    fams = _families(df)
+    fams = dict(zip(data["impl"].astype(str), families(data), strict=True))
     rows = []
     for (config, pass_), grp in data.groupby(["config", "pass"], sort=False):
         t = grp.groupby(["impl", "N"])["time_ms_median"].median().unstack("N")
@@ -131,7 +121,7 @@ def crossovers(df: pd.DataFrame, references: tuple[str, ...] = REFERENCES) -> pd
             if ref not in t.index:
                 continue
             for impl in t.index:
-                if fams.get(impl) != "linear" or impl == ref:
+                if fams.get(impl) not in ("linear", "kernel") or impl == ref:
                     continue
                 both = t.loc[[impl, ref]].dropna(axis=1)
                 if both.shape[1] == 0:
@@ -261,12 +251,14 @@ class Analysis:
     environment: list[tuple[str, str]] = field(default_factory=list)
 
 
-def analyse(df: pd.DataFrame, meta: dict[str, Any]) -> Analysis:
-    """Run every analysis on one run's results."""
+def analyse(df: pd.DataFrame, meta: dict[str, Any], baseline: str | None = None) -> Analysis:
+    """Run every analysis on one run's results; crossovers are found against softmax, sdpa and
+    ``baseline``."""
+    refs = REFERENCES + ((baseline,) if baseline and baseline not in REFERENCES else ())
     return Analysis(
         time_fits=scaling(df, "time_ms_median"),
         memory_fits=scaling(df, "peak_mib"),
-        crossovers=crossovers(df),
+        crossovers=crossovers(df, refs),
         frontier=frontier(df),
         failures=failures(df),
         correctness=correctness(df),

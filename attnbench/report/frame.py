@@ -1,7 +1,12 @@
 """Shared views of a results DataFrame for the report: which rows are measurements, which are
-failures, and which columns tell one series (impl, pass, config) apart.
+failures, which are noisy, which family draws each impl, and which columns tell one series
+(impl, pass, config) apart.
 
 Pure pandas; every function tolerates columns that an older or newer run lacks.
+
+:func:`noisy` is THE definition of a noisy point (the report, the terminal summary and
+``compare`` should all call it rather than restate it); :data:`NOISY_MARK` is how a noisy
+number is marked in text.
 """
 
 from __future__ import annotations
@@ -15,6 +20,19 @@ PASS_ORDER = ("fwd", "bwd", "fwdbwd")
 CONFIG_KEYS = ("causal", "dtype", "B", "H", "D", "M", "impl_params")
 NOT_OK = ("error", "crashed", "oom", "timeout", "skipped")
 ERR_COLS = ("err_out", "err_dq", "err_dk", "err_dv")
+
+# A point is noisy when another process took more than this share of the machine's CPU time
+# while the point was timed (column ``cpu_other_busy_pct``: 100 = every core busy with other
+# work). 10 % is about one core in ten: a shell, an editor or the desktop stay well under it
+# (1-3 % on the 2-core development machine), another benchmark or a build goes far over it.
+NOISY_CPU_BUSY_PCT = 10.0
+NOISY_MARK = "≈"  # after a noisy number in text tables; hollow markers in charts
+
+# The impls drawn as family "kernel" (compiled: C++/CUDA/Triton) rather than their registry
+# family. An explicit list, never guessed from a name; a run can also say so itself with a
+# boolean ``compiled`` column (proposed: ``ImplSpec.compiled``, written by the worker).
+KERNEL_IMPLS = frozenset({"linear-causal-cpu", "linear-causal-cuda", "linear-chunked-triton"})
+FAMILY_ORDER = ("softmax", "linear", "kernel", "other")
 
 
 def col(df: pd.DataFrame, name: str) -> pd.Series:
@@ -72,9 +90,68 @@ def series_label(impl: Any, pass_: Any, config: Any = "") -> str:
 
 
 def default_baseline(df: pd.DataFrame) -> str | None:
-    """softmax if it ran, else sdpa, else None."""
-    impls = set(df["impl"].astype(str))
-    for name in ("softmax", "sdpa"):
+    """sdpa if it ran ok somewhere, else softmax, else None."""
+    impls = set(measured(df)["impl"].astype(str))
+    for name in ("sdpa", "softmax"):
         if name in impls:
             return name
     return None
+
+
+def families(df: pd.DataFrame) -> pd.Series:
+    """The family each row is drawn as: ``kernel`` for compiled impls (:data:`KERNEL_IMPLS`, or
+    a true ``compiled`` column), else the registry's ``family`` column (softmax or linear),
+    else ``other`` (a run without the column; the family is never guessed from the name)."""
+    fam = df["family"].astype(object) if "family" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    fam = fam.where(fam.isin(("softmax", "linear")), "other")
+    kernel = df["impl"].astype(str).isin(KERNEL_IMPLS)
+    if "compiled" in df.columns:
+        kernel |= df["compiled"].astype(object).eq(True)
+    return fam.where(~kernel, "kernel")
+
+
+def min_samples(meta: dict[str, Any]) -> int | None:
+    """The suite's ``[timing] min_samples`` (None when the metadata does not say)."""
+    timing = meta.get("timing") if isinstance(meta, dict) else None
+    value = timing.get("min_samples") if isinstance(timing, dict) else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def noise_reasons(df: pd.DataFrame, meta: dict[str, Any]) -> pd.Series:
+    """Why each row's number is noisy ('' when it is not), for rows with status ok:
+
+    - ``did not converge``: ``converged`` is False (the timer hit its time cap before the
+      median's relative noise met the suite's target);
+    - ``3 of 5 samples``: ``n_samples`` < the suite's ``min_samples`` (not for decode points,
+      whose n_samples counts sampled steps);
+    - ``other processes used 35% CPU``: ``cpu_other_busy_pct`` > :data:`NOISY_CPU_BUSY_PCT`.
+
+    Missing columns or values (older runs) never make a point noisy.
+    """
+    if not len(df):
+        return pd.Series("", index=df.index, dtype=object)
+    ok = df["status"].astype(str).eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
+    parts: list[pd.Series] = []
+    if "converged" in df.columns:
+        parts.append(pd.Series("", index=df.index).where(~df["converged"].astype(object).eq(False), "did not converge"))
+    need = min_samples(meta)
+    if need is not None and "n_samples" in df.columns:
+        n = col(df, "n_samples")
+        few = (n < need) & ~df["pass"].astype(str).eq("decode")
+        parts.append(pd.Series("", index=df.index).where(~few, n.map(lambda v: f"{v:.0f} of {need} samples")))
+    if "cpu_other_busy_pct" in df.columns:
+        busy = col(df, "cpu_other_busy_pct")
+        parts.append(
+            pd.Series("", index=df.index).where(
+                ~(busy > NOISY_CPU_BUSY_PCT), busy.map(lambda v: f"other processes used {v:.0f}% CPU")
+            )
+        )
+    if not parts:
+        return pd.Series("", index=df.index, dtype=object)
+    joined = pd.concat(parts, axis=1).apply(lambda r: "; ".join(x for x in r if x), axis=1)
+    return joined.where(ok, "").astype(object)
+
+
+def noisy(df: pd.DataFrame, meta: dict[str, Any]) -> pd.Series:
+    """True for each ok row whose number is noisy (see :func:`noise_reasons`), else False."""
+    return noise_reasons(df, meta).astype(str).ne("")

@@ -1,8 +1,10 @@
-"""Charts of one run (seaborn styling on matplotlib's Agg backend), written as PNG and SVG.
+"""Charts of one run, drawn with ``seaborn.relplot`` on matplotlib's Agg backend (PNG and SVG).
 
-Each chart has one panel per pass (and one row per configuration when several ran), impls
-told apart by colour. Points that did not run (error, crashed, oom, timeout, skipped) are
-drawn as markers along the bottom edge at the N where they happened, never dropped.
+One panel per pass (a row per configuration when several ran). Colour tells impls apart,
+marker and line style tell families apart (style.py), a band spans the 25th-75th percentile
+where the chart has one, noisy points (frame.noisy) are hollow, and each line is labelled at
+its end. Only measured points are drawn: impls with no number are left out, and what did not
+run is listed beside the chart (skips.py), never drawn on a data axis.
 """
 
 from __future__ import annotations
@@ -16,269 +18,235 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never open a window, whatever the user's default is
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib import ticker, transforms  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from attnbench.report import series  # noqa: E402
-from attnbench.report.frame import col, max_error, measured, passes, with_config  # noqa: E402
+from attnbench.report.frame import FAMILY_ORDER, passes  # noqa: E402
+from attnbench.report.model import Chart, SkipList  # noqa: E402
+from attnbench.report.series import Series  # noqa: E402
+from attnbench.report.style import (  # noqa: E402
+    FAMILY_DASHES,
+    FAMILY_LABELS,
+    FAMILY_MARKERS,
+    NOISY_FACE,
+    label_line_ends,
+    literal,
+    n_label,
+)
 
-STATUS_MARKERS = {"error": "x", "crashed": "X", "oom": "v", "timeout": "s", "skipped": "o"}
-STATUS_LABELS = {
-    "error": "error",
-    "crashed": "crashed",
-    "oom": "out of memory",
-    "timeout": "timeout",
-    "skipped": "skipped",
-}
+# (config, pass) -> panel decorations; returns legend handles for what it drew
+Decorate = Callable[[Any, str, str], list[Any]]
+STYLE = {"svg.fonttype": "none", "svg.hashsalt": "attnbench", "axes.titlesize": 10}
 
 
 @dataclass
-class Chart:
-    """One written chart: its key (file stem), title, a one-line caption and its files."""
+class ChartSpec:
+    """What to draw: ``series`` maps measured rows to y (and lo, hi); ``end_label`` gives the
+    text after an impl's name at its line's end (e.g. its fitted exponent)."""
 
     key: str
     title: str
     caption: str
-    png: Path
-    svg: Path
+    ylabel: str
+    series: Series
+    logy: bool = True
+    decorate: Decorate | None = None
+    end_label: Callable[[str, str, str], str] | None = None  # (config, pass, impl) -> suffix
 
 
-def literal(text: str) -> str:
-    """``text`` with ``$`` escaped, so an impl's name is never parsed as mathtext."""
-    return str(text).replace("$", r"\$")
+def chart_frame(data: pd.DataFrame, spec: ChartSpec) -> pd.DataFrame:
+    """The points a chart draws: one per (config, pass, impl, family, N), the median over seeds
+    (a point is noisy if any seed was), finite and (on a log axis) positive."""
+    values = spec.series(data)
+    frame = data[["config", "pass", "impl", "family", "N", "noisy"]].join(values)
+    frame = frame[np.isfinite(frame["y"]) & ((frame["y"] > 0) if spec.logy else True)]
+    agg: dict[str, Any] = {"y": "median", "noisy": "any"}
+    agg.update({c: "median" for c in ("lo", "hi") if c in frame})
+    keys = ["config", "pass", "impl", "family", "N"]
+    return frame.groupby(keys, sort=True).agg(agg).reset_index() if len(frame) else frame
 
 
-def _n_label(n: float, _pos: Any = None) -> str:
-    n = int(round(n))
-    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+def _panels(g: Any, multi: bool) -> dict[tuple[str, str], Any]:
+    return {(k if multi else ("", k)): ax for k, ax in g.axes_dict.items()}
 
 
-def palette(impls: list[str]) -> dict[str, Any]:
-    """A stable colour per impl (sorted names, seaborn's colour-blind palette, then tab20)."""
-    names = sorted(set(impls))
-    colours = sns.color_palette("colorblind", 10) + sns.color_palette("tab20", 20)
-    return {name: colours[i % len(colours)] for i, name in enumerate(names)}
+def _band_and_hollow(ax: Any, panel: pd.DataFrame, colours: dict[str, Any]) -> None:
+    for impl, grp in panel.groupby("impl"):
+        grp = grp.sort_values("N")
+        if "lo" in grp and grp["lo"].notna().all() and len(grp) > 1:
+            ax.fill_between(grp["N"], grp["lo"], grp["hi"], color=colours[impl], alpha=0.15, lw=0)
+        for fam, pts in grp[grp["noisy"]].groupby("family"):
+            ax.scatter(
+                pts["N"],
+                pts["y"],
+                marker=FAMILY_MARKERS[str(fam)],
+                s=34,
+                facecolors=NOISY_FACE,
+                edgecolors=[colours[impl]],
+                linewidths=1.2,
+                zorder=6,
+            )
 
 
-def _grid(data: pd.DataFrame, title: str) -> tuple[Figure, dict[tuple[str, str], Any]]:
-    cols, rows = passes(data), list(dict.fromkeys(data["config"]))
-    fig = Figure(figsize=(4.2 * len(cols) + 1.8, 3.3 * len(rows) + 0.5), layout="constrained")
-    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex=True)
-    grid = {}
-    for i, config in enumerate(rows):
-        for j, pass_ in enumerate(cols):
-            ax = axes[i][j]
-            ax.set_title(literal(pass_ + (f"  ({config})" if config else "")), fontsize=10)
-            ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(ticker.FuncFormatter(_n_label))
-            ax.xaxis.set_minor_locator(ticker.NullLocator())
-            if i == len(rows) - 1:
-                ax.set_xlabel("sequence length N")
-            grid[(config, pass_)] = ax
-    ns = data["N"].dropna()
-    if len(ns):  # every N of the run, so failure markers past the last measured point stay inside
-        axes[0][0].set_xlim(ns.min() / 1.25, ns.max() * 1.25)
-        if ns.nunique() <= 9:  # tick exactly the measured N (they need not be powers of 2)
-            axes[0][0].xaxis.set_major_locator(ticker.FixedLocator(sorted(ns.unique())))
-    fig.suptitle(literal(title), fontsize=12)
-    return fig, grid
-
-
-def _mark_failures(ax: Any, fails: pd.DataFrame, colours: dict[str, Any], impls: list[str]) -> None:
-    """Markers at y = a few % above the bottom edge, one lane per impl, at the failing N."""
-    blend = transforms.blended_transform_factory(ax.transData, ax.transAxes)
-    for r in fails.to_dict("records"):
-        lane = impls.index(r["impl"]) if r["impl"] in impls else 0
-        c = colours[r["impl"]]
-        paint = {"facecolors": "none", "edgecolors": c} if r["status"] == "skipped" else {"color": c}
-        ax.scatter(
-            [r["N"]],
-            [0.04 + 0.035 * lane],
-            transform=blend,
-            marker=STATUS_MARKERS.get(r["status"], "x"),
-            s=30,
-            linewidths=1.5,
-            zorder=5,
-            clip_on=False,
-            **paint,
-        )
-
-
-def _make_room(ax: Any, lanes: int) -> None:
-    """Lower the y-axis so the failure lanes (bottom of the panel) sit below the data."""
-    frac = min(0.06 + 0.035 * lanes, 0.4)
-    lo, hi = ax.get_ylim()
-    if ax.get_yscale() == "log":
-        span = np.log10(hi) - np.log10(lo)
-        ax.set_ylim(10 ** (np.log10(lo) - frac / (1 - frac) * span), hi)
-    else:
-        ax.set_ylim(lo - frac / (1 - frac) * (hi - lo), hi)
-
-
-def _legend(fig: Figure, colours: dict[str, Any], impls: list[str], statuses: list[str], extra: list[Any]) -> None:
-    handles = [Line2D([], [], color=colours[i], marker="o", ms=4, label=literal(i)) for i in impls]
-    handles += [
+def _legend(fig: Any, fams: list[str], any_noisy: bool, any_band: bool, extra: list[Any]) -> None:
+    handles: list[Any] = [
         Line2D(
             [],
             [],
-            color="0.25",
-            marker=STATUS_MARKERS[s],
-            ls="",
-            ms=6,
-            mew=1.5,
-            mfc="none" if s == "skipped" else "0.25",
-            label=f"{STATUS_LABELS[s]} (marked at its N)",
+            color="0.3",
+            marker=FAMILY_MARKERS[f],
+            dashes=FAMILY_DASHES[f] or (None, None),
+            label=FAMILY_LABELS[f],
         )
-        for s in STATUS_MARKERS
-        if s in statuses
+        for f in fams
     ]
-    fig.legend(handles=handles + extra, loc="outside right center", fontsize=8, frameon=False)
-
-
-def _facet_chart(
-    df: pd.DataFrame,
-    colours: dict[str, Any],
-    title: str,
-    ylabel: str,
-    value: Callable[[pd.DataFrame], pd.DataFrame],
-    logy: bool = True,
-    decorate: Callable[[Any, pd.DataFrame], list[Any]] | None = None,
-) -> Figure:
-    """One panel per (config, pass). ``value`` maps a panel's ok rows to columns N, impl, y
-    and optionally lo, hi (error bar ends); ``decorate`` adds reference lines to each panel."""
-    data = with_config(df)
-    fig, grid = _grid(data, title)
-    impls = sorted(set(data["impl"].astype(str)))
-    ok = measured(data)
-    fails = data[data["status"] != "ok"]
-    extra: list[Any] = []
-    for (config, pass_), ax in grid.items():
-        panel = value(ok[(ok["config"] == config) & (ok["pass"] == pass_)])
-        panel = panel[np.isfinite(panel["y"]) & ((panel["y"] > 0) if logy else True)]
-        for impl, grp in panel.groupby("impl", sort=True):
-            grp = grp.sort_values("N")
-            yerr = None
-            if "lo" in grp and grp["lo"].notna().all():
-                yerr = np.vstack([(grp["y"] - grp["lo"]).clip(lower=0), (grp["hi"] - grp["y"]).clip(lower=0)])
-            ax.errorbar(
-                grp["N"],
-                grp["y"],
-                yerr=yerr,
-                color=colours[impl],
+    if any_noisy:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="0.3",
                 marker="o",
-                ms=3.5,
-                lw=1.4,
-                capsize=2.5,
-                elinewidth=1,
+                mfc=NOISY_FACE,
+                ls="",
+                label="hollow: noisy (not converged / few samples / busy CPU)",
             )
-        if logy and len(panel):
+        )
+    if any_band:
+        handles.append(Patch(color="0.3", alpha=0.15, label="band: 25th–75th percentile"))
+    fig.legend(
+        handles=handles + extra,
+        loc="outside lower center",
+        ncols=min(3, len(handles + extra)),
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def _where_short(ns: list[int], shown: bool) -> str:
+    if not shown:
+        return "(every N: no data)"
+    if len(ns) == 1:
+        return f"at N={n_label(ns[0])}"
+    return f"at N={n_label(ns[0])}–{n_label(ns[-1])}"
+
+
+def _skip_box(fig: Any, skipped: SkipList | None, shown: set[str]) -> None:
+    """The chart's own list of what it does not show, beside the panels (so a PNG alone does not mislead)."""
+    if skipped is None or not skipped.items:
+        return
+    lines = [f"{literal(i.impl)}: {i.status} {_where_short(i.ns, i.impl in shown)}" for i in skipped.items]
+    handles = [Line2D([], [], ls="", label=line) for line in lines[:12]]
+    if len(lines) > 12:
+        handles.append(Line2D([], [], ls="", label=f"… {len(lines) - 12} more (see the report)"))
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        title="not measured",
+        title_fontsize=8,
+        fontsize=7,
+        handlelength=0,
+        handletextpad=0,
+        frameon=False,
+        alignment="left",
+    )
+
+
+def draw(data: pd.DataFrame, spec: ChartSpec, colours: dict[str, Any], skipped: SkipList | None = None) -> Any | None:
+    """The figure of ``spec`` over the measured rows ``data`` (columns config, pass, impl,
+    family, N, noisy and what ``spec.series`` reads), or None when nothing is left to draw."""
+    d = chart_frame(data, spec)
+    if d.empty:
+        return None
+    impls = sorted(d["impl"].unique())
+    fams = [f for f in FAMILY_ORDER if f in set(d["family"])]
+    configs = list(dict.fromkeys(d["config"]))
+    multi = len(configs) > 1
+    g = sns.relplot(
+        data=d,
+        x="N",
+        y="y",
+        hue="impl",
+        hue_order=impls,
+        palette={i: colours[i] for i in impls},
+        style="family",
+        style_order=fams,
+        markers={f: FAMILY_MARKERS[f] for f in fams},
+        dashes={f: FAMILY_DASHES[f] for f in fams},
+        col="pass",
+        col_order=passes(d),
+        row="config" if multi else None,
+        row_order=configs if multi else None,
+        kind="line",
+        estimator=None,
+        legend=False,
+        height=3.1,
+        aspect=1.3,
+        linewidth=1.4,
+        markersize=5,
+        facet_kws={"sharey": False, "sharex": True, "despine": False},
+    )
+    fig = g.figure
+    ncols, nrows = len(passes(d)), len(configs)
+    # a panel, room for the end labels to its right, and the list of what is not shown
+    fig.set_size_inches(ncols * 5.4 + (2.6 if skipped is not None and skipped.items else 0.4), nrows * 3.4 + 1.3)
+    fig.set_layout_engine("constrained")
+    g.set_titles(col_template="{col_name}", row_template="{row_name}")
+    if multi:
+        g.set_titles(template="{col_name}  ({row_name})")
+    extra: list[Any] = []
+    for (config, pass_), ax in _panels(g, multi).items():
+        panel = d[(d["config"] == config) & (d["pass"] == pass_)]
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(n_label))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        if d["N"].nunique() <= 9:  # tick exactly the measured N (they need not be powers of 2)
+            ax.xaxis.set_major_locator(ticker.FixedLocator(sorted(d["N"].unique())))
+        if spec.logy:
             ax.set_yscale("log")
-        ax.set_ylabel(ylabel)
-        if decorate is not None:
-            extra = decorate(ax, panel) or extra
-        here = fails[(fails["config"] == config) & (fails["pass"] == pass_)]
-        if len(here) and len(panel):
-            _make_room(ax, max(impls.index(i) for i in set(here["impl"])) + 1)
-        _mark_failures(ax, here, colours, impls)
-    _legend(fig, colours, impls, sorted(set(fails["status"])), extra)
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(spec.ylabel)
+        ax.grid(True, which="major", alpha=0.35)
+        _band_and_hollow(ax, panel, colours)
+        if spec.decorate is not None:
+            extra = spec.decorate(ax, str(config), str(pass_)) or extra
+        ax.autoscale_view()
+        ends = []
+        for impl, grp in panel.groupby("impl"):
+            last = grp.sort_values("N").iloc[-1]
+            suffix = spec.end_label(str(config), str(pass_), str(impl)) if spec.end_label else ""
+            ends.append((float(last["N"]), float(last["y"]), f"{impl}{suffix}", colours[impl]))
+        label_line_ends(ax, ends)
+    fig.suptitle(literal(spec.title), fontsize=12)
+    _legend(fig, fams, bool(d["noisy"].any()), "lo" in d and d["lo"].notna().any(), extra)
+    _skip_box(fig, skipped, set(data["impl"].astype(str)))  # the baseline of a speedup chart has data
     return fig
 
 
-def _tolerance_line(ax: Any, panel: pd.DataFrame) -> list[Any]:
-    tol = panel["tol"].max() if "tol" in panel and len(panel) else float("nan")
-    if not np.isfinite(tol):
-        return []
-    ax.axhline(tol, color="0.4", ls="--", lw=1)
-    return [Line2D([], [], color="0.4", ls="--", label="tolerance")]
+def save(fig: Any, out_dir: Path, spec: ChartSpec, skipped: SkipList | None, dpi: int = 90) -> Chart:
+    """Write ``fig`` as PNG and SVG under ``out_dir``, close it, and describe it."""
+    png, svg = out_dir / f"{spec.key}.png", out_dir / f"{spec.key}.svg"
+    fig.savefig(png, dpi=dpi)
+    fig.savefig(svg, metadata={"Date": None})
+    plt.close(fig)
+    return Chart(spec.key, spec.title, spec.caption, png, svg, skipped)
 
 
-def _parity_line(ax: Any, panel: pd.DataFrame) -> list[Any]:
-    ax.axhline(1.0, color="0.4", ls="--", lw=1)
-    return [Line2D([], [], color="0.4", ls="--", label="as fast as baseline")]
-
-
-def make_charts(df: pd.DataFrame, out_dir: Path, baseline: str | None = None, dpi: int = 90) -> list[Chart]:
-    """Draw every chart the data allows into ``out_dir`` (PNG and SVG); return them in order."""
+def render_charts(
+    data: pd.DataFrame, specs: list[ChartSpec], out_dir: Path, colours: dict[str, Any], skipped: SkipList | None
+) -> list[Chart]:
+    """Draw and write every spec that has something to draw, in order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    colours = palette(list(df["impl"].astype(str)))
-    ok = measured(df)
-    specs: list[tuple[str, str, str, Callable[[], Figure]]] = [
-        (
-            "latency",
-            "Latency vs sequence length",
-            "median time per call; bars span the 25th–75th percentile",
-            lambda: _facet_chart(df, colours, "Latency vs N (median, IQR bars)", "ms per call", series.time_series),
-        ),
-        (
-            "memory",
-            "Peak memory vs sequence length",
-            "peak memory of one call beyond its inputs",
-            lambda: _facet_chart(df, colours, "Peak memory vs N", "peak MiB", series.memory_series),
-        ),
-        (
-            "throughput",
-            "Throughput vs sequence length",
-            "tokens (B·N) processed per second",
-            lambda: _facet_chart(df, colours, "Throughput vs N", "tokens / s", series.tokens_series),
-        ),
-    ]
-    if col(ok, "tflops").notna().any():
-        specs.append(
-            (
-                "tflops",
-                "TFLOP/s vs sequence length",
-                "achieved TFLOP/s",
-                lambda: _facet_chart(df, colours, "TFLOP/s vs N", "TFLOP/s", series.tflops_series),
-            )
-        )
-    if baseline is not None and baseline in set(ok["impl"]):
-        specs.append(
-            (
-                "speedup",
-                f"Speedup over {baseline}",
-                f"{baseline} time / impl time (> 1: faster)",
-                lambda: _facet_chart(
-                    df,
-                    colours,
-                    f"Speedup over {baseline}",
-                    "× faster",
-                    series.speedup_series(df, baseline),
-                    decorate=_parity_line,
-                ),
-            )
-        )
-    if max_error(ok).notna().any():
-        specs.append(
-            (
-                "correctness",
-                "Correctness error vs sequence length",
-                "max relative error of out, dq, dk, dv against the float64 reference",
-                lambda: _facet_chart(
-                    df,
-                    colours,
-                    "Max relative error vs N",
-                    "relative error",
-                    series.error_series,
-                    decorate=_tolerance_line,
-                ),
-            )
-        )
     charts = []
-    style = {
-        **sns.axes_style("whitegrid"),
-        **sns.plotting_context("notebook", font_scale=0.85),
-        "svg.fonttype": "none",
-        "svg.hashsalt": "attnbench",
-    }
+    style = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85), **STYLE}
     with matplotlib.rc_context(style):
-        for key, title, caption, draw in specs:
-            fig = draw()
-            png, svg = out_dir / f"{key}.png", out_dir / f"{key}.svg"
-            fig.savefig(png, dpi=dpi)
-            fig.savefig(svg, metadata={"Date": None})
-            charts.append(Chart(key, title, caption, png, svg))
+        for spec in specs:
+            fig = draw(data, spec, colours, skipped)
+            if fig is not None:
+                charts.append(save(fig, out_dir, spec, skipped))
     return charts

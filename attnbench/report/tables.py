@@ -1,49 +1,31 @@
-"""The report's tables as plain strings (headers and rows), built once from the analysis so the
-Markdown and HTML reports say exactly the same thing. Cells here are unescaped text: each
-renderer escapes them for its own format.
-"""
+"""The report's tables as model Tables (text cells, numbers in attnbench.fmt's one format),
+built once from the analysis so the Markdown and HTML reports say exactly the same thing."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
+from attnbench.fmt import MISSING, fmt_err, fmt_int, fmt_mib, fmt_ms, fmt_num, fmt_pct
 from attnbench.report.analysis import Analysis
-from attnbench.report.frame import col, with_config
+from attnbench.report.frame import col, noise_reasons, with_config
+from attnbench.report.model import Cell, Table
+from attnbench.text import terminal_safe
 
-MAX_FAILURE_ROWS = 200
-_SHORT = {"skipped": "skipped", "error": "ERR", "oom": "OOM", "timeout": "T/O", "crashed": "CRASH"}
-
-
-@dataclass
-class Table:
-    """A titled table of text cells, with an optional note shown under the title."""
-
-    key: str
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-    note: str = ""
+MAX_ROWS = 200
+SHORT_STATUS = {"skipped": "skip", "error": "ERR", "oom": "OOM", "timeout": "T/O", "crashed": "CRASH"}
 
 
-def num(value: Any, fmt: str = ".3g") -> str:
-    """``value`` formatted, or '' when missing/NaN."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "" if value is None else str(value)
-    return "" if math.isnan(v) else format(v, fmt)
+def text(value: Any) -> str:
+    """A cell value as one line of text ('' for None/NaN)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return " ".join(terminal_safe(value).split())
 
 
-def n_text(value: Any) -> str:
-    """A sequence length as an integer string ('' when missing)."""
-    return num(value, ".0f")
-
-
-def _with_config(headers: list[str], rows: list[list[str]], configs: list[str]) -> tuple[list[str], list[list[str]]]:
+def _with_config(headers: list[str], rows: list[list[Any]], configs: list[str]) -> tuple[list[str], list[list[Any]]]:
     if not any(configs):
         return headers, rows
     return headers[:2] + ["config"] + headers[2:], [r[:2] + [c] + r[2:] for r, c in zip(rows, configs, strict=True)]
@@ -63,15 +45,15 @@ def scaling_table(a: Analysis) -> Table:
     rows, configs = [], []
     for r in merged.to_dict("records"):
         notes = [f"{what}{n}" for what, key in (("", "note_t"), ("memory: ", "note_m")) for n in _notes(r.get(key))]
-        rng = f"{n_text(r.get('n_lo_t'))}–{n_text(r.get('n_hi_t'))} ({n_text(r.get('points_t'))} pts)"
+        rng = f"{fmt_int(r.get('n_lo_t'))}–{fmt_int(r.get('n_hi_t'))} ({fmt_int(r.get('points_t'))} pts)"
         rows.append(
             [
-                str(r["impl"]),
+                text(r["impl"]),
                 str(r["pass"]),
-                num(r.get("exponent_t"), ".2f"),
-                num(r.get("r2_t"), ".3f"),
-                num(r.get("exponent_m"), ".2f"),
-                num(r.get("r2_m"), ".3f"),
+                fmt_num(r.get("exponent_t")),
+                fmt_num(r.get("r2_t")),
+                fmt_num(r.get("exponent_m")),
+                fmt_num(r.get("r2_m")),
                 rng,
                 "; ".join(notes),
             ]
@@ -87,14 +69,14 @@ def scaling_table(a: Analysis) -> Table:
         "Only N ≥ 1024 is fitted when there are at least 3 such points (small N is dominated by fixed "
         "per-call overhead); otherwise every measured N."
     )
-    return Table("scaling", "Scaling exponents", headers, rows, note)
+    return Table("scaling", "Scaling exponents", headers, rows, note, collapsed=True, numeric=(2, 3, 4, 5))
 
 
 def crossover_table(a: Analysis) -> Table:
-    """Where each linear impl starts to beat softmax and sdpa."""
+    """Where each linear impl starts to beat each reference."""
     rows, configs = [], []
     for r in a.crossovers.to_dict("records"):
-        rows.append([str(r["impl"]), str(r["pass"]), str(r["versus"]), n_text(r["crossover_n"]), str(r["verdict"])])
+        rows.append([text(r["impl"]), str(r["pass"]), text(r["versus"]), fmt_int(r["crossover_n"]), text(r["verdict"])])
         configs.append(str(r["config"]))
     headers, rows = _with_config(["impl", "pass", "versus", "crossover N", "verdict"], rows, configs)
     note = (
@@ -102,7 +84,7 @@ def crossover_table(a: Analysis) -> Table:
         "interpolated in log-log space between the two measured N around the crossing; "
         "only N where both ran are compared."
     )
-    return Table("crossover", "Crossover sequence length", headers, rows, note)
+    return Table("crossover", "Crossover sequence length", headers, rows, note, collapsed=True, numeric=(3,))
 
 
 def frontier_table(a: Analysis) -> Table:
@@ -111,17 +93,17 @@ def frontier_table(a: Analysis) -> Table:
     for r in a.frontier.to_dict("records"):
         rows.append(
             [
-                str(r["impl"]),
+                text(r["impl"]),
                 str(r["pass"]),
-                n_text(r["largest_ok_n"]) or "none",
-                n_text(r["stopped_at_n"]),
+                fmt_int(r["largest_ok_n"], "none"),
+                fmt_int(r["stopped_at_n"], ""),
                 str(r["status"]),
-                str(r["reason"]),
+                text(r["reason"]),
             ]
         )
         configs.append(str(r["config"]))
     headers, rows = _with_config(["impl", "pass", "largest N run", "stopped at N", "status", "reason"], rows, configs)
-    return Table("frontier", "How far each impl got", headers, rows)
+    return Table("frontier", "How far each impl got", headers, rows, collapsed=True, numeric=(2, 3))
 
 
 def correctness_table(a: Analysis) -> Table:
@@ -130,14 +112,14 @@ def correctness_table(a: Analysis) -> Table:
     for r in a.correctness.to_dict("records"):
         rows.append(
             [
-                str(r["impl"]),
+                text(r["impl"]),
                 str(r["pass"]),
                 str(r["checked"]),
-                str(r["failed"]),
-                num(r["max_err_out"], ".2e"),
-                num(r["max_err_grad"], ".2e"),
-                num(r["tolerance"], ".0e"),
-                str(r["first_failure"]),
+                Cell(str(r["failed"]), "incorrect") if r["failed"] else "0",
+                fmt_err(r["max_err_out"]),
+                fmt_err(r["max_err_grad"]),
+                fmt_err(r["tolerance"], digits=1),
+                text(r["first_failure"]),
             ]
         )
         configs.append(str(r["config"]))
@@ -147,7 +129,7 @@ def correctness_table(a: Analysis) -> Table:
         configs,
     )
     note = "Relative error ||x − ref|| / ||ref|| against the float64 reference; grads are dq, dk, dv."
-    return Table("correctness", "Correctness", headers, rows, note)
+    return Table("correctness", "Correctness", headers, rows, note, collapsed=True, numeric=(2, 3, 4, 5, 6))
 
 
 def failures_table(a: Analysis) -> Table | None:
@@ -155,37 +137,94 @@ def failures_table(a: Analysis) -> Table | None:
     f = a.failures
     if not len(f):
         return None
-    rows = [
-        [str(r["impl"]), str(r["pass"]), n_text(r["N"]), str(r["status"]), str(r["why"])]
-        for r in f.head(MAX_FAILURE_ROWS).to_dict("records")
+    rows: list[list[Any]] = [
+        [text(r["impl"]), str(r["pass"]), fmt_int(r["N"]), str(r["status"]), text(r["why"])]
+        for r in f.head(MAX_ROWS).to_dict("records")
     ]
-    headers, rows = _with_config(["impl", "pass", "N", "status", "why"], rows, [str(c) for c in f["config"]])
-    note = f"first {MAX_FAILURE_ROWS} of {len(f)}" if len(f) > MAX_FAILURE_ROWS else ""
-    return Table("failures", "Points that did not run or failed correctness", headers, rows, note)
+    headers, rows = _with_config(
+        ["impl", "pass", "N", "status", "why"], rows, [str(c) for c in f["config"].head(MAX_ROWS)]
+    )
+    note = f"first {MAX_ROWS} of {len(f)}" if len(f) > MAX_ROWS else ""
+    return Table("failures", "Points that did not run or failed correctness", headers, rows, note, collapsed=True)
 
 
-def pivot_table(df: pd.DataFrame, column: str, title: str, fmt: str = ".3g") -> Table:
-    """``column`` by impl and pass (rows) and N (columns); failures show their status."""
+def noisy_table(df: pd.DataFrame, meta: dict[str, Any]) -> Table | None:
+    """Every noisy point and why (None when there are none)."""
     data = with_config(df)
+    why = noise_reasons(data, meta)
+    bad = data[why != ""].assign(_why=why[why != ""])
+    if not len(bad):
+        return None
+    rows: list[list[Any]] = [
+        [
+            text(r["impl"]),
+            str(r["pass"]),
+            fmt_int(r["N"]),
+            fmt_ms(r.get("time_ms_median")),
+            fmt_int(r.get("n_samples")),
+            fmt_pct(100 * float(r.get("rel_noise") or float("nan"))),
+            r["_why"],
+        ]
+        for r in bad.head(MAX_ROWS).to_dict("records")
+    ]
+    headers, rows = _with_config(
+        ["impl", "pass", "N", "median", "samples", "noise of the median", "why"],
+        rows,
+        [str(c) for c in bad["config"].head(MAX_ROWS)],
+    )
+    note = (
+        "Noisy: the timer stopped at its time cap before the median's relative noise met the suite's target, "
+        "or fewer samples than the suite's min_samples, or other processes busy on the CPU while timing. "
+        "Their medians are less certain than the others (marked ≈, hollow in the charts)."
+    )
+    return Table("noisy", "Noisy points", headers, rows, note, collapsed=True, numeric=(2, 3, 4, 5))
+
+
+def pivot_table(
+    df: pd.DataFrame, meta: dict[str, Any], column: str, title: str, fmt: Callable[[Any], str], key: str
+) -> Table:
+    """``column`` by impl and pass (rows) and N (columns); failures show their status, noisy
+    numbers carry the noisy mark and failed-correctness ones the incorrect mark."""
+    data = with_config(df)
+    why = noise_reasons(data, meta)
     ns = sorted(int(n) for n in data["N"].dropna().unique())
-    rows, configs = [], []
+    rows: list[list[Any]] = []
+    configs = []
     for (config, impl, pass_), grp in data.groupby(["config", "impl", "pass"], sort=False):
-        cells = {}
-        for r in grp.assign(_v=col(grp, column)).to_dict("records"):
-            text = num(r["_v"], fmt) if r["status"] == "ok" else _SHORT.get(r["status"], str(r["status"]))
-            cells[int(r["N"])] = text + (" ✗" if r.get("correct") is False else "")
-        rows.append([str(impl), str(pass_)] + [cells.get(n, "") for n in ns])
+        cells: dict[int, str | Cell] = {}
+        for idx, r in grp.assign(_v=col(grp, column)).iterrows():
+            if r["status"] != "ok":
+                cells[int(r["N"])] = SHORT_STATUS.get(str(r["status"]), str(r["status"]))
+                continue
+            value = fmt(r["_v"])
+            if r.get("correct") is False:
+                cells[int(r["N"])] = Cell(value, "incorrect", text(r.get("correctness_error")))
+            elif why[idx]:
+                cells[int(r["N"])] = Cell(value, "noisy", why[idx])
+            else:
+                cells[int(r["N"])] = value
+        if not (grp["status"] == "ok").any():
+            continue  # no number at any N: the skip lists beside the charts say why
+        rows.append([text(impl), str(pass_)] + [cells.get(n, "") for n in ns])
         configs.append(str(config))
     headers, rows = _with_config(["impl", "pass"] + [f"N={n}" for n in ns], rows, configs)
-    return Table(f"pivot-{column}", title, headers, rows, "✗ = failed correctness")
+    start = 3 if any(configs) else 2
+    return Table(key, title, headers, rows, collapsed=True, numeric=tuple(range(start, start + len(ns))))
 
 
-def all_tables(df: pd.DataFrame, a: Analysis) -> list[Table]:
-    """The report's tables in the order they appear."""
-    tables = [scaling_table(a), crossover_table(a), frontier_table(a), correctness_table(a)]
-    failed = failures_table(a)
-    if failed is not None:
-        tables.append(failed)
-    tables.append(pivot_table(df, "time_ms_median", "Median time per call (ms)"))
-    tables.append(pivot_table(df, "peak_mib", "Peak memory (MiB)", ".4g"))
-    return tables
+def environment_table(a: Analysis) -> Table:
+    """Where and how the run was made."""
+    return Table(
+        "environment", "Environment", ["key", "value"], [[text(k), text(v)] for k, v in a.environment], collapsed=True
+    )
+
+
+def time_pivot(df: pd.DataFrame, meta: dict[str, Any]) -> Table:
+    return pivot_table(df, meta, "time_ms_median", "Median time per call", fmt_ms, "pivot-time")
+
+
+def memory_pivot(df: pd.DataFrame, meta: dict[str, Any]) -> Table:
+    return pivot_table(df, meta, "peak_mib", "Peak memory", fmt_mib, "pivot-memory")
+
+
+__all__ = ["MISSING", "Cell", "Table"]

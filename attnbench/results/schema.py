@@ -90,7 +90,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "pct_peak_flops": ("%", "tflops as a percentage of the calibrated matmul rate at this dtype"),
     "pct_peak_bw": ("%", "gbps as a percentage of the calibrated copy bandwidth"),
     "bound": ("", "compute or memory: arith_intensity against the ridge point peak_flops / peak_bw"),
-    # pass decode only (attnbench/decode): N = P + T; time_ms_* are over per-step times.
+    # pass decode only (attnbench/measure/passes/decode.py): N = P + T; time_ms_* are over per-step times.
     "P": ("tokens", "decode: prompt length (prefilled at once)"),
     "T": ("tokens", "decode: tokens generated one at a time after the prompt"),
     "decoder": ("", "decode: kv-cache, recurrent-state or recompute (no cache)"),

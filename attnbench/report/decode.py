@@ -1,8 +1,7 @@
 """The decode section of a report: per-step latency and state memory against the step
-(log-log), the speedup of linear attention as an RNN at each other decoder's last step, and a
-Markdown section with the tables. Reads only the results and steps DataFrames of a run.
-
-Wire into the report with ``decode_section(df, results.load_steps(run_dir), out_dir)``.
+(log-log), the speedup of linear attention as an RNN at each other decoder's last step, and
+the tables, as a report-model Section. Reads only the results and steps DataFrames of a run
+(``results.load_steps(run_dir)``).
 """
 
 from __future__ import annotations
@@ -10,6 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any, cast
+
+from attnbench.fmt import fmt_err, fmt_mib, fmt_ms, fmt_si, fmt_speedup
+from attnbench.report.model import Cell, Chart, Note, Section, Table
+from attnbench.report.tables import text
 
 SHAPE_KEYS = ["P", "B", "H", "D", "M", "dtype"]
 TARGET = "linear-recurrent"
@@ -138,125 +141,125 @@ def _plot_speedup(sp: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(x: Any, spec: str = ".3g") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return format(x, spec)
+INTRO = (
+    "After a prompt of P tokens, T tokens are generated one at a time. kv-cache: softmax attention over a "
+    "growing cache of keys and values; recompute: no cache, the whole prefix is recomputed every step "
+    "(the paper's baseline; only the sampled steps are run, tokens/s integrated from them, marked ~); "
+    "recurrent-state: linear attention as an RNN (Eq. 16-20), a D x M state and a D normaliser."
+)
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+def _points_table(df: Any) -> Table:
+    rows: list[list[str | Cell]] = []
+    for r in df.sort_values(["P", "T", "impl"]).to_dict("records"):
+        tps = fmt_si(r["tokens_per_s"]) + ("~" if r["tokens_per_s_method"] == "interpolated" else "")
+        rows.append(
+            [
+                text(r["impl"]),
+                text(r["decoder"]),
+                str(r["P"]),
+                str(r["T"]),
+                tps,
+                fmt_ms(r["prefill_ms"]),
+                fmt_ms(r["step_ms_first"]),
+                fmt_ms(r["step_ms_last"]),
+                fmt_mib(r["state_mib_last"]),
+                fmt_mib(r["peak_mib"]),
+                fmt_err(r["err_out"]),
+                "yes" if r["correct"] else Cell("no", "incorrect"),
+            ]
+        )
+    headers = [
+        "impl",
+        "decoder",
+        "P",
+        "T",
+        "tokens/s",
+        "prefill",
+        "step 1",
+        "step T",
+        "state at T",
+        "peak memory",
+        "err out",
+        "correct",
+    ]
+    return Table("decode-points", "Decode points", headers, rows, numeric=(2, 3, 4, 5, 6, 7, 8, 9, 10))
 
 
-def decode_section(results_df: Any, steps_df: Any, out_dir: Path | str) -> str:
-    """Save the decode charts (PNG) in ``out_dir`` and return the section's Markdown ("" when
-    the run has no finished decode point)."""
+def _speedup_table(sp: Any) -> Table:
+    rows: list[list[str | Cell]] = [
+        [
+            text(r["impl"]),
+            text(r["decoder"]),
+            str(r["P"]),
+            str(r["step"]),
+            fmt_ms(r["other_ms"]),
+            fmt_ms(r["target_ms"]),
+            fmt_speedup(r["speedup_step"]),
+            fmt_speedup(r["speedup_tokens"], missing=""),
+        ]
+        for r in sp.to_dict("records")
+    ]
+    headers = [
+        "over",
+        "decoder",
+        "P",
+        "at step",
+        "its step",
+        f"{TARGET} step",
+        "speedup (step)",
+        "speedup (tokens/s, same T)",
+    ]
+    return Table("decode-speedup", f"Speedup of {TARGET}", headers, rows, numeric=(2, 3, 4, 5, 6, 7))
+
+
+def _growth_table(gr: Any) -> Table:
+    rows: list[list[str | Cell]] = [
+        [text(r["impl"]), str(r["P"]), str(r["T"]), fmt_ms(r["ms@1024"]), fmt_ms(r["ms@T"]), fmt_speedup(r["ratio"])]
+        for r in gr.to_dict("records")
+    ]
+    return Table(
+        "decode-growth",
+        "Growth of the per-step latency (step T vs step 1024)",
+        ["impl", "P", "T", "step 1024", "step T", "ratio"],
+        rows,
+        "flat = about 1×: the step time does not grow with the context",
+        collapsed=True,
+        numeric=(1, 2, 3, 4, 5),
+    )
+
+
+def decode_section(results_df: Any, steps_df: Any, out_dir: Path | str) -> Section | None:
+    """Save the decode charts (PNG) in ``out_dir`` and return the report section (None when the
+    run has no finished decode point)."""
     out = Path(out_dir)
+    if steps_df is None or steps_df.empty or results_df is None or "P" not in results_df:
+        return None
     df = _ok_decode(results_df)
-    if df.empty or steps_df is None or steps_df.empty:
-        return ""
+    if df.empty:
+        return None
     out.mkdir(parents=True, exist_ok=True)
     shown = _longest(df)
     label = {r["point_id"]: f"{r['impl']} P={r['P']}" for r in shown.to_dict("records")}
     steps = steps_df[steps_df["point_id"].isin(label)].assign(curve=lambda d: d["point_id"].map(label))
-    _plot_steps(
-        steps,
-        "time_ms",
-        "ms per step (median of repeats)",
-        "Per-step latency as the context grows",
-        out / "decode_latency.png",
-    )
-    _plot_steps(
-        steps, "state_mib", "MiB held (cache / state)", "Decoder state as the context grows", out / "decode_memory.png"
-    )
+    lat, mem = out / "decode_latency.png", out / "decode_memory.png"
+    _plot_steps(steps, "time_ms", "ms per step (median of repeats)", "Per-step latency as the context grows", lat)
+    _plot_steps(steps, "state_mib", "MiB held (cache / state)", "Decoder state as the context grows", mem)
+    blocks: list[Any] = [
+        Note(INTRO),
+        Chart("decode_latency", "Per-step latency", "per-step latency against the generated token, log-log", lat),
+        Chart("decode_memory", "State memory", "bytes of the KV cache or RNN state held after each step", mem),
+        _points_table(df),
+    ]
     sp = speedups(results_df, steps_df)
-    md = ["## Autoregressive decoding", ""]
-    md.append(
-        "After a prompt of P tokens, T tokens are generated one at a time. `kv-cache`: softmax attention over a "
-        "growing cache of keys and values; `recompute`: no cache, the whole prefix is recomputed every step "
-        "(the paper's baseline; only the sampled steps are run, tokens/s integrated from them, marked ~); "
-        "`recurrent-state`: linear attention as an RNN (Eq. 16-20), a D x M state and a D normaliser."
-    )
-    md += ["", "![per-step latency](decode_latency.png)", "", "![state memory](decode_memory.png)", ""]
-    rows = []
-    for r in df.sort_values(["P", "T", "impl"]).to_dict("records"):
-        tps = _fmt(r["tokens_per_s"], ".4g") + ("~" if r["tokens_per_s_method"] == "interpolated" else "")
-        rows.append(
-            [
-                r["impl"],
-                r["decoder"],
-                str(r["P"]),
-                str(r["T"]),
-                tps,
-                _fmt(r["prefill_ms"]),
-                _fmt(r["step_ms_first"]),
-                _fmt(r["step_ms_last"]),
-                _fmt(r["state_mib_last"]),
-                _fmt(r["peak_mib"]),
-                _fmt(r["err_out"], ".2e"),
-                "yes" if r["correct"] else "**no**",
-            ]
-        )
-    md.append(
-        _table(
-            [
-                "impl",
-                "decoder",
-                "P",
-                "T",
-                "tokens/s",
-                "prefill ms",
-                "step 1 ms",
-                "step T ms",
-                "state MiB at T",
-                "peak MiB",
-                "err_out",
-                "correct",
-            ],
-            rows,
-        )
-    )
     if not sp.empty:
-        _plot_speedup(sp, out / "decode_speedup.png")
-        md += ["", f"### Speedup of {TARGET}", "", "![speedup](decode_speedup.png)", ""]
-        md.append(
-            _table(
-                [
-                    "over",
-                    "decoder",
-                    "P",
-                    "at step",
-                    "its ms",
-                    f"{TARGET} ms",
-                    "speedup (step)",
-                    "speedup (tokens/s, same T)",
-                ],
-                [
-                    [
-                        r["impl"],
-                        r["decoder"],
-                        str(r["P"]),
-                        str(r["step"]),
-                        _fmt(r["other_ms"]),
-                        _fmt(r["target_ms"]),
-                        _fmt(r["speedup_step"], ".3g") + "x",
-                        _fmt(r["speedup_tokens"], ".3g") + ("x" if r["speedup_tokens"] else ""),
-                    ]
-                    for r in sp.to_dict("records")
-                ],
-            )
-        )
+        path = out / "decode_speedup.png"
+        _plot_speedup(sp, path)
+        blocks += [
+            Chart("decode_speedup", f"Speedup of {TARGET}", "per-step latency ratio at each point's last step", path)
+        ]
+        blocks.append(_speedup_table(sp))
     gr = growth(results_df, steps_df)
     if not gr.empty:
-        md += ["", "### Growth of the per-step latency (step T vs step 1024)", ""]
-        md.append(
-            _table(
-                ["impl", "P", "T", "ms at step 1024", "ms at step T", "ratio"],
-                [
-                    [r["impl"], str(r["P"]), str(r["T"]), _fmt(r["ms@1024"]), _fmt(r["ms@T"]), _fmt(r["ratio"], ".2f")]
-                    for r in gr.to_dict("records")
-                ],
-            )
-        )
-    return "\n".join(md) + "\n"
+        blocks.append(_growth_table(gr))
+    return Section("decode", "Autoregressive decoding", blocks)

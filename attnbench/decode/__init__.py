@@ -1,1 +1,0 @@
-"""Transitional: the decode report section moves into attnbench.report."""
