@@ -7,6 +7,7 @@ import typer
 
 from attnbench.commands.baseline import baseline_app
 from attnbench.commands.compare import compare
+from attnbench.commands.doctor import doctor
 from attnbench.commands.env import env_cmd
 from attnbench.commands.export import export
 from attnbench.commands.list_ import list_cmd
@@ -27,6 +28,7 @@ app.command("compare")(compare)
 app.command("export")(export)
 app.add_typer(baseline_app, name="baseline")
 app.command("report")(report)
+app.command("doctor")(doctor)
 
 
 def main() -> None:

@@ -179,7 +179,8 @@ class Nvml:
     def gpu_state(self, handles: DeviceHandles) -> dict[str, Any]:
         """What makes numbers move, read once (``attnbench doctor``): SM clock now and its max,
         application clocks against their default, clock-event reasons now, power limit against the
-        default, persistence mode, ECC, MIG mode, and the other processes on the GPU.
+        default, persistence mode, ECC, MIG mode, and the other processes on the GPU (whether
+        this process is among those listed: not when NVML reports another PID namespace's PIDs).
         A value the device does not report is None."""
         nv, board = self.nv, handles.board
         sm = nv.NVML_CLOCK_SM
@@ -206,6 +207,8 @@ class Nvml:
             "mig_enabled": bool(mig[0]) if mig is not None else None,
             "mig_instance": handles.scope != "gpu",
             "other_pids": None if procs is None else sorted({p.pid for p in procs if p.pid != me}),
+            # False in another PID namespace (a container): one of other_pids is then this process
+            "self_listed": None if procs is None else any(p.pid == me for p in procs),
             "temp_c": self._try("temperature", nv.nvmlDeviceGetTemperature, board, nv.NVML_TEMPERATURE_GPU),
         }
 
