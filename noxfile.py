@@ -84,8 +84,37 @@ def kernels(session: nox.Session) -> None:
     )
 
 
+# Prints the CUDA_HOME made of the nvcc wheels (site-packages/nvidia/cu13: bin/nvcc, include,
+# lib) after checking that torch's CUDA major matches them, and adds the unversioned libcudart.so
+# that `-lcudart` (torch.utils.cpp_extension) links against: the runtime wheel ships only .so.13.
+_CUDA_HOME_FROM_WHEELS = """
+import sys, sysconfig, torch
+from pathlib import Path
+home = next((d for k in ('purelib', 'platlib') for d in (Path(sysconfig.get_paths()[k]) / 'nvidia' / 'cu13',)
+             if (d / 'bin' / 'nvcc').is_file()), None)
+if home is None:
+    sys.exit('no nvcc in site-packages/nvidia/cu13: the nvcc wheels did not install')
+if not str(torch.version.cuda or '').startswith('13.'):
+    sys.exit(f'torch is built with CUDA {torch.version.cuda}; the nvcc wheels are CUDA 13: set ATTNBENCH_TORCH_SPEC '
+             'to a CUDA 13 build of torch, or CUDA_HOME to a matching toolkit and run pytest -m gpu yourself')
+so = home / 'lib' / 'libcudart.so'
+if not so.exists():
+    so.symlink_to(sorted((home / 'lib').glob('libcudart.so.*'))[-1].name)
+print(home)
+"""
+
+
 @nox.session(python=PY)
 def gpu(session: nox.Session) -> None:
-    """Only the GPU tests (`-m gpu`): run on a machine with CUDA and a CUDA build of torch."""
+    """Only the GPU tests (`-m gpu`): run on a machine with CUDA and a CUDA build of torch
+    (ATTNBENCH_TORCH_SPEC). nvcc and the CUDA headers come from the same pinned pip wheels as the
+    `kernels` session, as CUDA_HOME, so the CUDA kernel builds instead of its tests skipping."""
     _install(session)
-    session.run("pytest", "-q", "-m", "gpu", *session.posargs)
+    session.install(*NVCC_WHEELS)
+    cuda_home = session.run("python", "-c", _CUDA_HOME_FROM_WHEELS, silent=True).strip().splitlines()[-1]
+    env = {
+        "CUDA_HOME": cuda_home,
+        "NVCC": f"{cuda_home}/bin/nvcc",
+        "PATH": f"{cuda_home}/bin{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    session.run("pytest", "-q", "-m", "gpu", *session.posargs, env=env)

@@ -7,6 +7,7 @@ import typer
 
 from attnbench.commands.baseline import baseline_app
 from attnbench.commands.compare import compare
+from attnbench.commands.doctor import doctor
 from attnbench.commands.env import env_cmd
 from attnbench.commands.export import export
 from attnbench.commands.list_ import list_cmd
@@ -29,6 +30,7 @@ app.command("export")(export)
 app.add_typer(baseline_app, name="baseline")
 app.command("report")(report)
 app.add_typer(suite_app, name="suite")
+app.command("doctor")(doctor)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pynvml
 
 UUID = "GPU-12345678-1234-1234-1234-123456789abc"
+MIG_UUID = "MIG-87654321-4321-4321-4321-cba987654321"  # a MIG instance on the GPU above
 
 
 @dataclass
@@ -28,6 +29,15 @@ class FakeGpu:
     pid: int | None = None
     used_bytes: int = 512 * 2**20
     calls: dict[str, int] = field(default_factory=dict)
+    mig: bool = False  # the GPU is split into MIG instances; MIG_UUID names one of them
+    sm_clock_max_mhz: int = 1980
+    app_clock_mhz: int = 1980
+    app_clock_default_mhz: int = 1980
+    power_limit_mw: int = 700_000
+    power_limit_default_mw: int = 700_000
+    persistence: int = 1
+    ecc: int = 1
+    other_pids: list[int] = field(default_factory=list)  # processes besides this one
 
 
 def install(monkeypatch: Any, gpu: FakeGpu) -> FakeGpu:
@@ -35,6 +45,7 @@ def install(monkeypatch: Any, gpu: FakeGpu) -> FakeGpu:
     import os
 
     handle = object()
+    mig_handle = object()  # a MIG instance: board readings are NotSupported on it, as on real drivers
 
     def fn(name: str, value: Any) -> None:
         def call(*args: Any) -> Any:
@@ -42,6 +53,8 @@ def install(monkeypatch: Any, gpu: FakeGpu) -> FakeGpu:
             if name in gpu.missing:
                 raise pynvml.NVMLError_FunctionNotFound()
             if name in gpu.not_supported:
+                raise pynvml.NVMLError_NotSupported()
+            if args and args[0] is mig_handle and name in BOARD_ONLY:
                 raise pynvml.NVMLError_NotSupported()
             return value(*args) if callable(value) else value
 
@@ -52,34 +65,62 @@ def install(monkeypatch: Any, gpu: FakeGpu) -> FakeGpu:
             raise gpu.init_error()
 
     def by_uuid(uuid: bytes) -> object:
-        if uuid.decode() != UUID:
-            raise pynvml.NVMLError_NotFound()
-        return handle
+        if uuid.decode() == UUID:
+            return handle
+        if gpu.mig and uuid.decode() == MIG_UUID:
+            return mig_handle
+        raise pynvml.NVMLError_NotFound()
 
     def energy(_h: object) -> int:
         n = gpu.calls["nvmlDeviceGetTotalEnergyConsumption"] - 1
         return gpu.energy_mj[min(n, len(gpu.energy_mj) - 1)]
 
+    def parent(h: object) -> object:
+        if h is not mig_handle:
+            raise pynvml.NVMLError_InvalidArgument()
+        return handle
+
+    def processes(_h: object) -> list[SimpleNamespace]:
+        me = gpu.pid if gpu.pid is not None else os.getpid()
+        return [SimpleNamespace(pid=p, usedGpuMemory=gpu.used_bytes) for p in (me, *gpu.other_pids)]
+
     fn("nvmlInit", init)
     fn("nvmlShutdown", lambda: None)
     fn("nvmlDeviceGetHandleByUUID", by_uuid)
     fn("nvmlDeviceGetHandleByIndex", lambda i: handle)
+    fn("nvmlDeviceIsMigDeviceHandle", lambda h: h is mig_handle)
+    fn("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", parent)
+    fn("nvmlDeviceGetMigMode", lambda h: [int(gpu.mig), int(gpu.mig)])
     fn("nvmlDeviceGetName", lambda h: "NVIDIA Fake H100")
-    fn("nvmlDeviceGetUUID", lambda h: UUID)
+    fn("nvmlDeviceGetUUID", lambda h: MIG_UUID if h is mig_handle else UUID)
     fn("nvmlSystemGetDriverVersion", lambda: "550.54.15")
     fn("nvmlSystemGetCudaDriverVersion", lambda: 12040)
-    fn("nvmlDeviceGetPowerManagementLimit", lambda h: 700_000)
-    fn("nvmlDeviceGetEccMode", lambda h: [1, 1])
-    fn("nvmlDeviceGetPersistenceMode", lambda h: 1)
+    fn("nvmlDeviceGetPowerManagementLimit", lambda h: gpu.power_limit_mw)
+    fn("nvmlDeviceGetPowerManagementDefaultLimit", lambda h: gpu.power_limit_default_mw)
+    fn("nvmlDeviceGetEccMode", lambda h: [gpu.ecc, gpu.ecc])
+    fn("nvmlDeviceGetPersistenceMode", lambda h: gpu.persistence)
     fn("nvmlDeviceGetPowerUsage", lambda h: gpu.power_mw)
     fn("nvmlDeviceGetClockInfo", lambda h, kind: gpu.sm_clock_mhz)
+    fn("nvmlDeviceGetMaxClockInfo", lambda h, kind: gpu.sm_clock_max_mhz)
+    fn("nvmlDeviceGetApplicationsClock", lambda h, kind: gpu.app_clock_mhz)
+    fn("nvmlDeviceGetDefaultApplicationsClock", lambda h, kind: gpu.app_clock_default_mhz)
     fn("nvmlDeviceGetTemperature", lambda h, sensor: gpu.temp_c)
     fn("nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=gpu.util_pct, memory=40))
     fn("nvmlDeviceGetCurrentClocksEventReasons", lambda h: gpu.reasons)
     fn("nvmlDeviceGetCurrentClocksThrottleReasons", lambda h: gpu.reasons)
     fn("nvmlDeviceGetTotalEnergyConsumption", energy)
-    fn(
-        "nvmlDeviceGetComputeRunningProcesses",
-        lambda h: [SimpleNamespace(pid=gpu.pid if gpu.pid is not None else os.getpid(), usedGpuMemory=gpu.used_bytes)],
-    )
+    fn("nvmlDeviceGetComputeRunningProcesses", processes)
     return gpu
+
+
+# Readings a real driver answers only for the whole GPU, not for a MIG instance's handle.
+BOARD_ONLY = {
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetClockInfo",
+    "nvmlDeviceGetMaxClockInfo",
+    "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetPowerManagementLimit",
+    "nvmlDeviceGetMigMode",
+}

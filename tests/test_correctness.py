@@ -30,14 +30,76 @@ def test_blockwise_reference_equals_one_block(ref_fn, causal, monkeypatch):
         assert correctness.rel_error(blocks[name], whole[name]) < 1e-13, name
 
 
-def test_chunked_reference_plan_matches_quadratic():
+def test_caller_supplied_long_form_is_used_past_the_quadratic_limit():
+    """The linear family's chunked form comes from the caller (the registry), not an import."""
+    import functools
+
+    from attnbench.impls.chunked import linear_chunked
+
     inp = _inputs(n=300, seed=1)
-    label, fn = correctness.reference_plan("linear-quadratic", linear_quadratic, 10**6)
-    assert "chunked" in label
+    long_form = ("linear-chunked float64 C=256", functools.partial(linear_chunked, chunk_size=256))
+    label, fn = correctness.reference_plan("linear-quadratic", linear_quadratic, 10**6, long_form)
+    assert label == "linear-chunked float64 C=256"
     a = correctness.reference_outputs(fn, inp, True, with_grads=True)
     b = correctness.reference_outputs(linear_quadratic, inp, True, with_grads=True)
     for name in a:
         assert correctness.rel_error(a[name], b[name]) < 1e-13
+    assert (
+        correctness.reference_plan("linear-quadratic", linear_quadratic, 4096, long_form)[0]
+        == "linear-quadratic float64"
+    )
+    # without a long form the quadratic form serves every N
+    assert correctness.reference_plan("linear-quadratic", linear_quadratic, 10**6)[1] is linear_quadratic
+
+
+def test_correctness_imports_no_impl():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(correctness.__file__).read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("attnbench.impls")]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize(("n", "block"), [(97, 16), (64, 64), (50, 7), (33, 200)])
+def test_online_softmax_reference_equals_the_plain_float64_reference(causal, n, block):
+    """Blockwise online softmax with its own backward: out and every gradient as the plain form."""
+    for seed in (0, 1):
+        inp = _inputs(n=n, seed=seed)
+        plain = correctness.reference_outputs(softmax_attention, inp, causal, with_grads=True)
+        q, k, v, g = (t.double() for t in (inp.q, inp.k, inp.v, inp.g))
+        online = correctness.softmax_online_reference(q, k, v, g, causal=causal, with_grads=True, block=block)
+        for name in ("out", "dq", "dk", "dv"):
+            assert correctness.rel_error(online[name], plain[name]) < 1e-13, (name, seed)
+
+
+def test_online_softmax_reference_is_planned_for_long_n_and_bounds_its_tiles(monkeypatch):
+    label, fn = correctness.reference_plan("softmax", softmax_attention, correctness.SOFTMAX_ONLINE_MIN_N + 1)
+    assert label == "softmax-online float64" and getattr(fn, "own_grads", False)
+    assert correctness.reference_plan("softmax", softmax_attention, correctness.SOFTMAX_ONLINE_MIN_N)[1] is (
+        softmax_attention
+    )
+    # through reference_outputs (as the worker calls it), with the tile forced small: every
+    # score tile is at most block x block, never a block of rows against all keys
+    biggest = []
+    real = correctness._scores
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        biggest.append(out.shape[-2] * out.shape[-1])
+        return out
+
+    monkeypatch.setattr(correctness, "_scores", spy)
+    monkeypatch.setattr(correctness, "_ONLINE_BLOCK_ELEMS", 2 * 2 * 16 * 16)  # B*H*16^2: 16-row tiles
+    inp = _inputs(n=90, seed=3)
+    got = correctness.reference_outputs(fn, inp, True, with_grads=True)
+    want = correctness.reference_outputs(softmax_attention, inp, True, with_grads=True)
+    assert max(biggest) == 16 * 16
+    for name in ("out", "dq", "dk", "dv"):
+        assert correctness.rel_error(got[name], want[name]) < 1e-13
+    assert correctness.reference_outputs(fn, inp, True, with_grads=False).keys() == {"out"}
 
 
 def _ref():

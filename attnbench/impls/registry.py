@@ -53,7 +53,9 @@ class ImplSpec:
     memory of a point, so the runner can skip what cannot fit instead of waking the OOM killer.
     ``prepare`` builds what the impl needs on ``device`` (a compiled kernel) once per run, before
     the sweep, and returns None or the one-line reason it cannot be built: no point's time or
-    timeout is spent compiling.
+    timeout is spent compiling. ``reference_long`` is (label, fn): a reference's own form for long
+    sequences (exact in exact arithmetic, bounded time and memory), used past the quadratic
+    form's limit (attnbench.measure.correctness.reference_plan).
     """
 
     name: str
@@ -70,6 +72,7 @@ class ImplSpec:
     supports: Callable[[dict[str, Any]], str | None] | None = None
     est_bytes: Callable[[dict[str, Any]], int] | None = None
     prepare: Callable[[str], str | None] | None = None
+    reference_long: tuple[str, Callable[..., Any]] | None = None
     origin: str = "builtin"
 
     def unavailable_reason(self, device: str) -> str | None:
@@ -223,6 +226,12 @@ def all_specs() -> dict[str, ImplSpec]:
 def broken_plugins() -> dict[str, str]:
     ensure_loaded()
     return dict(_BROKEN_PLUGINS)
+
+
+def set_long_reference(name: str, label: str, fn: Callable[..., Any]) -> None:
+    """Give the registered reference ``name`` its long-sequence form (called by the module that
+    defines that form, which may import the reference's module but not the other way round)."""
+    _REGISTRY[name].reference_long = (label, fn)
 
 
 # factory(b, h, d, m, dtype, device, params) -> Decoder; params are the impl's keyword parameters.

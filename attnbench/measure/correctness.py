@@ -2,15 +2,18 @@
 
 The reference is the family's registered reference implementation (``softmax`` or
 ``linear-quadratic``) evaluated in float64 on the point's own inputs (upcast after they were
-rounded to the point's dtype). For long sequences it runs one block of query rows at a time,
-each block differentiated on its own, so its memory stays bounded while the math is exactly
-the quadratic form. Results are cached on disk per input set: every impl and pass at the same
-shape, dtype and seed shares one reference.
+rounded to the point's dtype). It runs one block of query rows at a time, each block
+differentiated on its own, so its memory stays bounded while the math is exactly the quadratic
+form. Past :data:`SOFTMAX_ONLINE_MIN_N` the softmax reference is :func:`softmax_online_reference`:
+blockwise online softmax with a hand-written backward, memory O(B*H*block^2) instead of a block
+of rows against every key. A family's own long-N form (the linear family's chunked form) comes
+from the caller (``long_form`` of :func:`reference_plan`): this module imports no impl. Results
+are cached on disk per input set: every impl and pass at the same shape, dtype and seed shares
+one reference.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
@@ -26,22 +29,122 @@ from attnbench.measure.inputs import Inputs
 TOLERANCES = {"float64": 1e-9, "float32": 1e-3, "float16": 1e-2, "bfloat16": 3e-2}
 GRAD_NAMES = ("dq", "dk", "dv")
 _BLOCK_ELEMS = 2**25  # per-block score matrix size of the blockwise reference
-# Past this N the linear family's float64 reference is evaluated in chunked form (exact in
-# exact arithmetic, equal to the quadratic form to ~1e-15 in tests/test_correctness.py):
-# the O(N^2) form in float64 would take half a minute per input set on 2 cores.
+# Past this N a family's long-N form is used when the caller supplies one (the linear family's
+# chunked form: exact in exact arithmetic, equal to the quadratic form to ~1e-15): the O(N^2)
+# form in float64 would take half a minute per input set on 2 cores.
 QUADRATIC_REF_MAX_N = 4096
-REF_CHUNK = 256
+# Past this N the softmax reference runs as blockwise online softmax: bounded memory, on the
+# inputs' device. Not earlier: on a CPU it spends about 1.4x the time of the blockwise form
+# (it evaluates exp twice), and up to N = 8192 the blockwise form's memory is a few hundred MiB.
+SOFTMAX_ONLINE_MIN_N = 8192
+_ONLINE_BLOCK_ELEMS = 2**22  # B*H*block^2 score elements of one online block (32 MiB in float64)
+
+
+class OwnGradsReference:
+    """Marks a reference that computes its own gradients: called as
+    ``fn(q, k, v, g, causal=..., with_grads=...) -> {"out", "dq", "dk", "dv"}`` on float64 tensors."""
+
+    own_grads = True
+
+    def __init__(self, fn: Callable[..., dict[str, torch.Tensor]]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return self.fn(*args, **kwargs)
 
 
 def reference_plan(
-    ref_name: str, ref_fn: Callable[..., torch.Tensor], n: int
-) -> tuple[str, Callable[..., torch.Tensor]]:
-    """(label, function) evaluating the family reference ``ref_name`` at sequence length ``n``."""
-    if ref_name == "linear-quadratic" and n > QUADRATIC_REF_MAX_N:
-        from attnbench.impls.chunked import linear_chunked
+    ref_name: str,
+    ref_fn: Callable[..., torch.Tensor],
+    n: int,
+    long_form: tuple[str, Callable[..., torch.Tensor]] | None = None,
+) -> tuple[str, Callable[..., Any]]:
+    """(label, function) evaluating the family reference ``ref_name`` at sequence length ``n``.
 
-        return f"linear-chunked float64 C={REF_CHUNK}", functools.partial(linear_chunked, chunk_size=REF_CHUNK)
+    ``long_form``: (label, function) of the family's own form for N past
+    :data:`QUADRATIC_REF_MAX_N`, from the caller (the registry); without one the blockwise
+    quadratic form is used at every N (same verdict, slower).
+    """
+    if ref_name == "softmax" and n > SOFTMAX_ONLINE_MIN_N:
+        return "softmax-online float64", OwnGradsReference(softmax_online_reference)
+    if long_form is not None and n > QUADRATIC_REF_MAX_N:
+        return long_form
     return f"{ref_name} float64", ref_fn
+
+
+def _online_block(b: int, h: int) -> int:
+    return max(16, int(math.sqrt(_ONLINE_BLOCK_ELEMS / max(1, b * h))))
+
+
+def _scores(
+    q: torch.Tensor, k: torch.Tensor, rows: tuple[int, int], keys: tuple[int, int], causal: bool, scale: float
+) -> torch.Tensor:
+    """scale * q[rows] k[keys]^T, -inf where key > row when causal. [B, H, rows, keys]."""
+    s = (q[:, :, rows[0] : rows[1]] @ k[:, :, keys[0] : keys[1]].transpose(-1, -2)) * scale
+    if causal and keys[1] - 1 > rows[0]:  # some key of the block lies after some row
+        r = torch.arange(rows[0], rows[1], device=q.device).unsqueeze(1)
+        c = torch.arange(keys[0], keys[1], device=q.device).unsqueeze(0)
+        s = s.masked_fill(c > r, float("-inf"))
+    return s
+
+
+def softmax_online_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    *,
+    causal: bool,
+    with_grads: bool,
+    block: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Softmax attention softmax(q k^T / sqrt(D)) v and its gradients for upstream ``g``, one
+    ``block`` x ``block`` tile of scores at a time (float64 in, float64 out).
+
+    q, k: [B, H, N, D]; v, g: [B, H, N, M]. Forward: the online softmax (running row max and
+    sum, rescaled as each key block arrives) with the row log-sum-exp kept. Backward: with
+    P = exp(S - lse) recomputed per tile and delta = rowsum(g * out): dV += P^T g,
+    dS = P * (g V^T - delta), dQ += dS K * scale, dK += dS^T Q * scale. Memory is the inputs,
+    the outputs and O(B*H*block^2); the arithmetic is exactly that of the quadratic form.
+    """
+    b, h, n, d = q.shape
+    scale = d**-0.5
+    bs = block or _online_block(b, h)
+    out = torch.empty_like(v)
+    lse = torch.empty(b, h, n, 1, dtype=q.dtype, device=q.device)
+    for s in range(0, n, bs):
+        e = min(n, s + bs)
+        row_max = torch.full((b, h, e - s, 1), float("-inf"), dtype=q.dtype, device=q.device)
+        row_sum = torch.zeros(b, h, e - s, 1, dtype=q.dtype, device=q.device)
+        acc = torch.zeros(b, h, e - s, v.shape[-1], dtype=v.dtype, device=v.device)
+        for t in range(0, e if causal else n, bs):  # key block 0 is seen by every row: max finite
+            u = min(e if causal else n, t + bs)
+            sc = _scores(q, k, (s, e), (t, u), causal, scale)
+            new_max = torch.maximum(row_max, sc.amax(dim=-1, keepdim=True))
+            p = torch.exp(sc - new_max)
+            alpha = torch.exp(row_max - new_max)
+            row_sum = row_sum * alpha + p.sum(dim=-1, keepdim=True)
+            acc = acc * alpha + p @ v[:, :, t:u]
+            row_max = new_max
+        out[:, :, s:e] = acc / row_sum
+        lse[:, :, s:e] = row_max + torch.log(row_sum)
+    result = {"out": out}
+    if not with_grads:
+        return result
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    delta = (g * out).sum(dim=-1, keepdim=True)  # [B, H, N, 1]
+    for s in range(0, n, bs):
+        e = min(n, s + bs)
+        gi = g[:, :, s:e]
+        for t in range(0, e if causal else n, bs):
+            u = min(e if causal else n, t + bs)
+            p = torch.exp(_scores(q, k, (s, e), (t, u), causal, scale) - lse[:, :, s:e])
+            dv[:, :, t:u] += p.transpose(-1, -2) @ gi
+            ds = p * (gi @ v[:, :, t:u].transpose(-1, -2) - delta[:, :, s:e])
+            dq[:, :, s:e] += (ds @ k[:, :, t:u]) * scale
+            dk[:, :, t:u] += (ds.transpose(-1, -2) @ q[:, :, s:e]) * scale
+    result.update(dq=dq, dk=dk, dv=dv)
+    return result
 
 
 def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -56,9 +159,15 @@ def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def reference_outputs(
-    ref_fn: Callable[..., torch.Tensor], inp: Inputs, causal: bool, with_grads: bool
+    ref_fn: Callable[..., Any], inp: Inputs, causal: bool, with_grads: bool
 ) -> dict[str, torch.Tensor]:
     """out (and dq, dk, dv for upstream gradient inp.g) in float64 on the CPU."""
+    if getattr(ref_fn, "own_grads", False):
+        # bounded memory, so it can run where the inputs are: float64 on a GPU turns a long-N
+        # reference from minutes on the host into seconds
+        q, k, v, g = (t.detach().to(dtype=torch.float64) for t in (inp.q, inp.k, inp.v, inp.g))
+        got = ref_fn(q, k, v, g, causal=causal, with_grads=with_grads)
+        return {name: t.to("cpu") for name, t in got.items()}
     q, k, v, g = (t.detach().to(device="cpu", dtype=torch.float64) for t in (inp.q, inp.k, inp.v, inp.g))
     b, h, n, _ = q.shape
     blockwise = "q_offset" in inspect.signature(ref_fn).parameters
@@ -87,7 +196,7 @@ def reference_outputs(
 
 def cached_reference(
     ref_name: str,
-    ref_fn: Callable[..., torch.Tensor],
+    ref_fn: Callable[..., Any],
     inp: Inputs,
     point: dict[str, Any],
     with_grads: bool,

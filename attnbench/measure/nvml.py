@@ -60,6 +60,18 @@ class Reading:
     reasons: int | None
 
 
+@dataclass(frozen=True)
+class DeviceHandles:
+    """``device``: the CUDA device's own handle (a MIG instance or a GPU); ``board``: where power,
+    energy, clocks, temperature and utilisation are read; ``scope``: "gpu", or "whole gpu (MIG
+    parent)" when those readings cover every MIG instance on the board; ``how``: the lookup."""
+
+    device: Any
+    board: Any
+    scope: str
+    how: str
+
+
 def _err_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -87,14 +99,38 @@ class Nvml:
         """(NVML handle, how it was found) for CUDA device ``index``.
 
         By UUID (``torch.cuda.get_device_properties(i).uuid``, so CUDA_VISIBLE_DEVICES
-        re-numbering cannot pick the wrong GPU); by NVML index only when no UUID is known.
+        re-numbering cannot pick the wrong GPU); by NVML index only when no UUID is known. torch
+        gives the UUID without NVML's prefix, and a MIG instance's UUID is NVML's ``MIG-`` one, not
+        ``GPU-``: an unprefixed UUID is looked up as ``GPU-`` and then as ``MIG-``.
         """
         if uuid:
             text = str(uuid)
-            if not text.startswith(("GPU-", "MIG-")):
-                text = "GPU-" + text
-            return self.nv.nvmlDeviceGetHandleByUUID(text.encode()), f"uuid {text}"
+            if text.startswith(("GPU-", "MIG-")):
+                return self.nv.nvmlDeviceGetHandleByUUID(text.encode()), f"uuid {text}"
+            try:
+                return self.nv.nvmlDeviceGetHandleByUUID(f"GPU-{text}".encode()), f"uuid GPU-{text}"
+            except self.nv.NVMLError_NotFound:
+                return self.nv.nvmlDeviceGetHandleByUUID(f"MIG-{text}".encode()), f"uuid MIG-{text}"
         return self.nv.nvmlDeviceGetHandleByIndex(index), f"nvml index {index} (no CUDA UUID known)"
+
+    def parent_handle(self, handle: Any) -> Any | None:
+        """The whole GPU's handle when ``handle`` is a MIG instance, else None."""
+        nv = self.nv
+        try:
+            if not nv.nvmlDeviceIsMigDeviceHandle(handle):
+                return None
+            return nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        except nv.NVMLError:  # an old driver without MIG calls: not a MIG handle
+            return None
+
+    def handles_for_cuda(self, index: int = 0, uuid: str | None = None) -> DeviceHandles:
+        """The CUDA device's handle and the handle its board readings come from (the parent GPU
+        for a MIG instance: power, energy, clocks and temperature exist only for the whole GPU)."""
+        handle, how = self.handle_for_cuda(index, uuid)
+        parent = self.parent_handle(handle)
+        if parent is None:
+            return DeviceHandles(handle, handle, "gpu", how)
+        return DeviceHandles(handle, parent, "whole gpu (MIG parent)", how)
 
     def device_info(self, handle: Any) -> dict[str, Any]:
         """Name, UUID, driver and CUDA driver versions, power limit (W), ECC and persistence."""
@@ -139,6 +175,42 @@ class Nvml:
             util_pct=float(util.gpu) if util is not None else None,
             reasons=self.clock_reasons(handle),
         )
+
+    def gpu_state(self, handles: DeviceHandles) -> dict[str, Any]:
+        """What makes numbers move, read once (``attnbench doctor``): SM clock now and its max,
+        application clocks against their default, clock-event reasons now, power limit against the
+        default, persistence mode, ECC, MIG mode, and the other processes on the GPU (whether
+        this process is among those listed: not when NVML reports another PID namespace's PIDs).
+        A value the device does not report is None."""
+        nv, board = self.nv, handles.board
+        sm = nv.NVML_CLOCK_SM
+        limit = self._try("power_limit", nv.nvmlDeviceGetPowerManagementLimit, board)
+        default_limit = self._try("power_limit_default", nv.nvmlDeviceGetPowerManagementDefaultLimit, board)
+        ecc = self._try("ecc", nv.nvmlDeviceGetEccMode, board)
+        mig = self._try("mig_mode", nv.nvmlDeviceGetMigMode, board)
+        persist = self._try("persistence", nv.nvmlDeviceGetPersistenceMode, board)
+        reasons = self.clock_reasons(board)
+        procs = self._try("processes", nv.nvmlDeviceGetComputeRunningProcesses, board)
+        me = os.getpid()
+        return {
+            "sm_clock_mhz": self._try("sm_clock", nv.nvmlDeviceGetClockInfo, board, sm),
+            "sm_clock_max_mhz": self._try("sm_clock_max", nv.nvmlDeviceGetMaxClockInfo, board, sm),
+            "app_clock_mhz": self._try("app_clock", nv.nvmlDeviceGetApplicationsClock, board, sm),
+            "app_clock_default_mhz": self._try(
+                "app_clock_default", nv.nvmlDeviceGetDefaultApplicationsClock, board, sm
+            ),
+            "clock_reasons": decode_reasons(reasons) if reasons is not None else None,
+            "power_limit_w": limit / 1000.0 if limit is not None else None,
+            "power_limit_default_w": default_limit / 1000.0 if default_limit is not None else None,
+            "persistence_mode": bool(persist) if persist is not None else None,
+            "ecc_enabled": bool(ecc[0]) if ecc is not None else None,
+            "mig_enabled": bool(mig[0]) if mig is not None else None,
+            "mig_instance": handles.scope != "gpu",
+            "other_pids": None if procs is None else sorted({p.pid for p in procs if p.pid != me}),
+            # False in another PID namespace (a container): one of other_pids is then this process
+            "self_listed": None if procs is None else any(p.pid == me for p in procs),
+            "temp_c": self._try("temperature", nv.nvmlDeviceGetTemperature, board, nv.NVML_TEMPERATURE_GPU),
+        }
 
     def energy_mj(self, handle: Any) -> int | None:
         """Total energy since the driver loaded, mJ (monotonic); None where unsupported."""

@@ -40,6 +40,21 @@ class StopRule:
 
 
 @dataclass
+class TimedWindow:
+    """Host ``time.monotonic()`` at the first timed sample and after the last one (warm-up
+    excluded), filled by the timers; telemetry keeps only the readings inside it.
+    ``timed_fn`` is the callable that was timed (the graph replay in graph mode)."""
+
+    start_s: float = math.nan
+    end_s: float = math.nan
+    timed_fn: Callable[[], object] | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
 class TimingResult:
     """Per-call times in milliseconds, one per sample, and how sampling ended."""
 
@@ -53,9 +68,13 @@ class TimingResult:
 
 
 def time_cpu(
-    fn: Callable[[], object], cfg: TimerConfig, clock: Callable[[], int] = time.perf_counter_ns
+    fn: Callable[[], object],
+    cfg: TimerConfig,
+    clock: Callable[[], int] = time.perf_counter_ns,
+    window: TimedWindow | None = None,
 ) -> TimingResult:
-    """Time ``fn`` on the host. ``fn`` must complete its work before returning (CPU tensors do)."""
+    """Time ``fn`` on the host. ``fn`` must complete its work before returning (CPU tensors do).
+    ``window`` receives the timed window (after the warm-up), for telemetry."""
     start = clock()
     t0 = clock()
     fn()
@@ -70,6 +89,8 @@ def time_cpu(
 
     rule = StopRule(cfg)
     samples: list[float] = []
+    if window is not None:
+        window.start_s, window.timed_fn = time.monotonic(), fn
     t_begin = clock()
     met = False
     while True:
@@ -80,6 +101,8 @@ def time_cpu(
         stop, met = rule.done(samples, (clock() - t_begin) / 1e9)
         if stop:
             break
+    if window is not None:
+        window.end_s = time.monotonic()
     return TimingResult(
         samples_ms=samples,
         calls_per_sample=calls,

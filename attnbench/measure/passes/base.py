@@ -48,7 +48,7 @@ class PassMeasure(ABC):
         """(the impl spec whose family/reference/limits apply, extra identity columns);
         raises UserError-like exceptions for unknown names."""
 
-    def skip_reason(self, spec: ImplSpec, point: Point) -> str | None:
+    def skip_reason(self, spec: ImplSpec, point: Point, options: RunOptions) -> str | None:
         """Why ``point`` cannot run here (device, dtype, mode, size), or None."""
         reason = spec.unavailable_reason(point.device) or spec.skip_reason(point.as_mapping())
         if reason is None and spec.est_bytes is not None:
@@ -81,7 +81,7 @@ def run_pass(measure: PassMeasure, point: Point, options: RunOptions, send: Send
     try:
         spec, ident = measure.resolve(point)
         row.update(ident, family=str(spec.family))
-        reason = measure.skip_reason(spec, point)
+        reason = measure.skip_reason(spec, point, options)
     except Exception as exc:
         row.update(status=Status.ERROR.value, error=one_line(exc))
         return Record(row)

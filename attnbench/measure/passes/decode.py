@@ -157,7 +157,7 @@ def _check(spec: ImplSpec, inp: Inputs, point: Point, res: dict[str, Any], tol: 
     ref_all = [r.unsqueeze(2) for r in ref_rows]
     label = f"{ref_spec.name} float64 rows at the sampled steps"
     if p:
-        plabel, pfn = correctness.reference_plan(ref_spec.name, ref_spec.fn, p)
+        plabel, pfn = correctness.reference_plan(ref_spec.name, ref_spec.fn, p, ref_spec.reference_long)
         prompt = Inputs(*(x[:, :, :p] for x in (inp.q, inp.k, inp.v, inp.g)))
         got_all.insert(0, res["pre"])
         ref_all.insert(0, correctness.reference_outputs(pfn, prompt, True, False)["out"])
@@ -175,7 +175,7 @@ class DecodePass(PassMeasure):
         dspec = registry.get_decoder(point.impl)
         return registry.get(dspec.impl), {"decoder": dspec.kind}
 
-    def skip_reason(self, spec: ImplSpec, point: Point) -> str | None:
+    def skip_reason(self, spec: ImplSpec, point: Point, options: RunOptions) -> str | None:
         if not point.causal:
             return "pass decode is causal only (a generated token cannot see the future)"
         return spec.unavailable_reason(point.device) or spec.skip_reason({**point.as_mapping(), "pass": "fwd"})

@@ -14,16 +14,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attnbench.impls import registry
 from attnbench.impls.registry import ImplSpec
 from attnbench.measure import correctness, verdict_cache
-from attnbench.measure.cuda_timer import time_cuda
+from attnbench.measure.cuda_timer import graph_refusal, time_cuda
 from attnbench.measure.inputs import Inputs, make_inputs, make_pass
 from attnbench.measure.passes.base import MIB, Measured, PassMeasure, peak_columns
 from attnbench.measure.roofline import roofline_columns
 from attnbench.measure.stats import summarize
 from attnbench.measure.telemetry import PointTelemetry
-from attnbench.measure.timer import TimingResult, time_cpu
+from attnbench.measure.timer import TimedWindow, TimingResult, time_cpu
 from attnbench.point import Pass, Point, RunOptions
 
 
@@ -33,16 +35,26 @@ class KernelPass(PassMeasure):
     def resolve(self, point: Point) -> tuple[ImplSpec, dict[str, Any]]:
         return registry.get(point.impl), {}
 
+    def skip_reason(self, spec: ImplSpec, point: Point, options: RunOptions) -> str | None:
+        if point.device == "cuda" and options.cuda.graph:
+            why = graph_refusal(point.pass_.value)
+            if why is not None:
+                return why
+        return super().skip_reason(spec, point, options)
+
     def measure(self, spec: ImplSpec, point: Point, params: dict[str, Any], options: RunOptions) -> Measured:
         inp = make_inputs(point)
         row: dict[str, Any] = {"input_mib": inp.nbytes() / MIB}
         fn = make_pass(spec.fn, inp, point, params)
-        with PointTelemetry(
-            dict(options.telemetry) if options.telemetry else None
-        ) as tele:  # NVML sampler thread; no-op when off
-            timing = _time(point.device, fn, options)
+        window = TimedWindow()
+        # NVML sampler thread (a no-op when off): readings inside the timed window count, then a
+        # dedicated back-to-back block of calls gives the energy per call
+        with PointTelemetry(dict(options.telemetry) if options.telemetry else None) as tele:
+            timing = _time(point, fn, options, window)
+            sync = torch.cuda.synchronize if point.device == "cuda" else _no_sync
+            tele.energy_block(window.timed_fn or fn, sync=sync)
         stats = summarize(timing.samples_ms)
-        row.update(tele.columns(timing.warmup_calls + stats.n * timing.calls_per_sample))
+        row.update(tele.columns(window=window))
         row.update(
             roofline_columns(
                 point.as_mapping(), spec.family, stats.median, dict(options.peaks) if options.peaks else None
@@ -87,7 +99,7 @@ class KernelPass(PassMeasure):
 
 def _check(spec: ImplSpec, inp: Inputs, point: Point, options: RunOptions, got: Any) -> dict[str, Any]:
     ref_spec = registry.get(spec.reference_name)
-    label, ref_fn = correctness.reference_plan(ref_spec.name, ref_spec.fn, point.N)
+    label, ref_fn = correctness.reference_plan(ref_spec.name, ref_spec.fn, point.N, ref_spec.reference_long)
     cache = Path(options.ref_cache_dir) if options.ref_cache_dir else None
     ref = correctness.cached_reference(label, ref_fn, inp, point.as_mapping(), spec.backward, cache)
     return {
@@ -97,14 +109,25 @@ def _check(spec: ImplSpec, inp: Inputs, point: Point, options: RunOptions, got: 
     }
 
 
-def _time(device: str, fn: Any, options: RunOptions) -> TimingResult:
+def _no_sync() -> None:
+    """CPU work is done when the call returns."""
+
+
+def _time(point: Point, fn: Any, options: RunOptions, window: TimedWindow) -> TimingResult:
     tcfg = options.timing.timer
-    if device == "cuda":
-        return time_cuda(fn, tcfg, graph=options.cuda.graph, flush_l2=options.cuda.flush_l2)
+    if point.device == "cuda":
+        return time_cuda(
+            fn,
+            tcfg,
+            graph=options.cuda.graph,
+            flush_l2=options.cuda.flush_l2,
+            pass_name=point.pass_.value,
+            window=window,
+        )
     if options.timing.clock == "process":
         # CPU time of this process: other processes on a shared machine do not inflate it
         # (it sums all threads, so it is the latency only with one thread)
-        res = time_cpu(fn, tcfg, clock=time.process_time_ns)
+        res = time_cpu(fn, tcfg, clock=time.process_time_ns, window=window)
         res.timer = "cpu-process-time"
         return res
-    return time_cpu(fn, tcfg)
+    return time_cpu(fn, tcfg, window=window)
