@@ -68,7 +68,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     # CUDA timer (attnbench.measure.cuda_timer) and memory (attnbench.measure.cuda_memory)
     "host_overhead_ms": ("ms", "CUDA: median host time to enqueue one call (Python dispatch, autograd, launches)"),
     "launch_bound": ("bool", "CUDA: enqueuing a call takes at least 90 % of its device time (the host sets the pace)"),
-    "l2_flush_mib": ("MiB", "CUDA: L2 flush written before each sample (2x the L2 size, at least 256 MiB; 0 = no flush)"),
+    "l2_flush_mib": (
+        "MiB",
+        "CUDA: L2 flush written before each sample (2x the L2 size, at least 256 MiB; 0 = no flush)",
+    ),
     "cuda_graph": ("bool", "CUDA: timed as CUDA-graph replays"),
     "peak_reserved_mib": ("MiB", "CUDA: allocator pool at its largest during the call (max_memory_reserved)"),
     "nvml_process_mib": ("MiB", "CUDA: device memory NVML attributes to the worker process after the call"),
