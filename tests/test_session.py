@@ -12,7 +12,7 @@ import pytest
 
 from attnbench.errors import UserError
 from attnbench.point import TimingConfig
-from attnbench.runner.session import RunRequest, _threads, slug
+from attnbench.runner.session import RunRequest, resolve_threads, slug
 
 SUITE = """
 name = "t"
@@ -54,11 +54,11 @@ def test_bad_options_are_refused_before_anything_exists(request_, needle):
 
 def test_a_process_time_clock_runs_on_one_thread():
     timing = TimingConfig(clock="process")
-    assert _threads(timing, RunRequest()) == 1
+    assert resolve_threads(timing, RunRequest()) == 1
     with pytest.raises(UserError, match="--threads 2: this suite runs with threads = 1"):
-        _threads(timing, RunRequest(threads=2))
-    assert _threads(TimingConfig(threads=3), RunRequest(threads=3)) == 3
-    assert _threads(TimingConfig(), RunRequest(threads=2)) == 2
+        resolve_threads(timing, RunRequest(threads=2))
+    assert resolve_threads(TimingConfig(threads=3), RunRequest(threads=3)) == 3
+    assert resolve_threads(TimingConfig(), RunRequest(threads=2)) == 2
 
 
 def test_slug_keeps_run_directories_inside_runs():

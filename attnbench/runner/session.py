@@ -178,7 +178,7 @@ def _timing(suite_timing: TimingConfig, request: RunRequest) -> TimingConfig:
     return timing
 
 
-def _threads(timing: TimingConfig, request: RunRequest) -> int:
+def resolve_threads(timing: TimingConfig, request: RunRequest) -> int:
     """The run's torch threads: the suite's requirement (a process-time clock needs one), the
     command line's, else every core."""
     need = timing.threads or (1 if timing.clock == "process" else None)
@@ -202,7 +202,7 @@ def _create(request: RunRequest) -> Session:
         overrides["dtype"] = [parse_set(f"dtype={d}")[1][0] for d in request.dtypes]
     timing = _timing(suite.timing_config, request)
     device = resolve_device(request.device or "auto")
-    threads = _threads(timing, request)
+    threads = resolve_threads(timing, request)
     points = expand(suite, device, overrides)
     if not points:
         raise UserError(f"suite {suite.name}: the overrides leave no points to run")
