@@ -42,7 +42,7 @@ def write_run(
         row = {
             "point_id": pid,
             "impl": pid.split("/")[0],
-            "pass": "fwd",
+            "pass": pid.split("/")[1] if pid.count("/") >= 1 else "fwd",
             "causal": True,
             "dtype": "float32",
             "N": 512,
@@ -74,9 +74,13 @@ def write_run(
     return run_dir
 
 
-def rounds_around(value: float, rng: np.random.Generator, n_rounds: int = 3, n: int = 12, spread: float = 0.03):
-    """Samples of ``n_rounds`` rounds whose median is about ``value``."""
-    return [list(value * np.exp(rng.normal(0.0, spread, n))) for _ in range(n_rounds)]
+def rounds_around(
+    value: float, rng: np.random.Generator, n_rounds: int = 3, n: int = 12, spread: float = 0.03
+) -> list[list[float]]:
+    """Samples of ``n_rounds`` rounds whose median is ``value`` (scaled to it exactly)."""
+    xs = np.exp(rng.normal(0.0, spread, (n_rounds, n)))
+    xs *= value / np.median(xs)
+    return [list(row) for row in xs]
 
 
 def stamp(i: int) -> str:

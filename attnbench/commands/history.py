@@ -140,7 +140,7 @@ def show(
 
     if last < 1:
         raise UserError(f"--last {last}: expected a positive number of runs")
-    found, _, _ = _load(db, _filters(suite, point, impl, set_, since, branch), _window(max(window, last)))
+    found, _, _ = _load(db, _filters(suite, point, impl, set_, since, branch), max(_window(window), last))
     params = _params(sig)
     analyses = [analyse(s, params) for s in found]
     if as_json:

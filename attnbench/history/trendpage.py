@@ -138,8 +138,9 @@ def chart_svg(a: Analysis) -> str:
     # x axis: first and last commit, and a few in between
     ticks = sorted({0, n - 1, *[round(f * (n - 1)) for f in (0.25, 0.5, 0.75)]}) if n > 1 else [0]
     for i in ticks:
+        anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
         out.append(
-            f'<text x="{x(i):.1f}" y="{H - 10}" text-anchor="middle">{esc(short_commit(runs[i].commit)[:7])}</text>'
+            f'<text x="{x(i):.1f}" y="{H - 10}" text-anchor="{anchor}">{esc(short_commit(runs[i].commit)[:7])}</text>'
         )
     out.append("</svg>")
     return "".join(out)
