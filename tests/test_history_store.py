@@ -266,3 +266,27 @@ def test_kill_9_while_replacing_a_run_keeps_the_old_rows(tmp_path: Path) -> None
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT point_id, value_ms FROM points ORDER BY point_id").fetchall() == old
     con.close()
+
+
+@pytest.mark.parametrize("window", [0.15, 0.0, 0.5])
+def test_fast_state_values_match_compares_fast_rounds(window: float) -> None:
+    import pandas as pd
+
+    from attnbench.compare.stats import fast_rounds
+    from attnbench.history.ingestion import fast_state_values
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for p in range(20):
+        n_rounds = int(rng.integers(1, 8))
+        for r in range(n_rounds):
+            slow = rng.choice([1.0, 1.1, 2.0, 3.0])
+            for _ in range(int(rng.integers(1, 15))):
+                rows.append(
+                    {"point_id": f"p{p}", "sample": len(rows), "time_ms": slow * rng.lognormal(0, 0.05), "round": r}
+                )
+    samples = pd.DataFrame(rows)
+    got = fast_state_values(samples, window)
+    for pid, grp in samples.groupby("point_id"):
+        kept, k, n = fast_rounds(list(grp["time_ms"]), list(grp["round"]), window)
+        assert got[pid] == (pytest.approx(float(np.median(kept))), k, n)

@@ -33,7 +33,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -295,8 +294,3 @@ def _combine(lat: tuple[Verdict, str], mem: tuple[Verdict, str]) -> tuple[Verdic
         if v in (lat[0], mem[0]):
             return v, reasons
     return Verdict.UNCHANGED, reasons
-
-
-def describe(side: HistorySide) -> dict[str, Any]:
-    """The runs behind a history baseline, for --json consumers and tests."""
-    return {"runs": [{"run_id": r.run_id, "commit": r.commit} for r in side.runs], "requested": side.requested}

@@ -15,7 +15,7 @@ Tables (``SCHEMA_VERSION`` 1)::
              shape, status, correct, times, peak memory) plus value_ms (the point's value in
              its series: median of its fast rounds, see ingestion.py) and the rest of the row as
              JSON in ``extra``
-    samples  run_key, point_id, sample, time_ms, round: every timing sample
+    samples  run_key, point_id, sample, time_ms (32-bit float), round: every timing sample
 
 A file with another schema_version, or a DuckDB file that is not an attnbench history, is
 refused with one line; so is a file DuckDB cannot open.
@@ -82,7 +82,7 @@ SCHEMA = [
         run_key INTEGER NOT NULL,
         point_id VARCHAR NOT NULL,
         sample INTEGER,
-        time_ms DOUBLE,
+        time_ms FLOAT,  -- 32-bit: 7 significant digits, far finer than any timer's repeatability; half the size
         round SMALLINT
     )""",
 ]
@@ -154,7 +154,7 @@ def connect(db: Path | str | None = None, write: bool = False) -> Any:
 
 
 def _tables(con: Any) -> set[str]:
-    rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()
+    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()
     return {str(r[0]) for r in rows}
 
 
