@@ -76,14 +76,16 @@ def _window(window: int) -> int:
     return window
 
 
-def _load(db: Path | None, filters: Any, window: int) -> tuple[Any, dict[str, int], str]:
+def _load(db: Path | None, filters: Any, window: int, with_counts: bool = False) -> tuple[Any, dict[str, int], str]:
+    """The matching series (newest ``window`` runs each), the database's counts if asked for
+    (they scan the whole database), and its path."""
     from attnbench.errors import UserError
     from attnbench.history import series, store
 
     con = store.connect(db)
     try:
         found = series.load_series(con, filters, window)
-        counts = series.counts(con)
+        counts = series.counts(con) if with_counts or not found else {}
     finally:
         con.close()
     if not found:
@@ -283,7 +285,7 @@ def report(
     from attnbench.history import trendpage
     from attnbench.history.changes import analyse, gate_finding
 
-    found, counts, where = _load(db, _filters(suite, point, impl, set_, since, branch), _window(window))
+    found, counts, where = _load(db, _filters(suite, point, impl, set_, since, branch), _window(window), True)
     params = _params(sig)
     analyses = [analyse(s, params) for s in found]
     findings = [f for a in analyses if (f := gate_finding(a, _gate_config(a.series.gate, threshold))) is not None]

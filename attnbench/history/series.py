@@ -119,7 +119,7 @@ def load_series(con: Any, filters: Filters, window: int | None = None) -> list[S
         limit = "QUALIFY row_number() OVER (PARTITION BY r.suite, p.point_id, r.env_key ORDER BY r.started DESC, r.run_key DESC) <= ?"
         params = [*params, int(window)]
     rows = con.execute(
-        f"""SELECT r.suite, p.point_id, r.env_key, r.env, r.threads, p.impl, r.gate,
+        f"""SELECT r.suite, p.point_id, r.env_key, p.impl, r.gate,
                    r.run_key, r.run_id, r.started, r.git_commit, r.branch,
                    p.status, p.correct, p.value_ms, p.time_ms_median, p.peak_mib
             FROM points p JOIN runs r ON p.run_key = r.run_key
@@ -128,14 +128,18 @@ def load_series(con: Any, filters: Filters, window: int | None = None) -> list[S
             ORDER BY r.suite, p.point_id, r.env_key, r.started, r.run_key""",
         params,
     ).fetchall()
+    # one fingerprint per environment class, not one per row (it is the widest column)
+    labels = {
+        ekey: identity.env_label(json.loads(env or "{}"), threads)
+        for ekey, env, threads in con.execute(
+            "SELECT env_key, arg_max(env, run_key), arg_max(threads, run_key) FROM runs GROUP BY env_key"
+        ).fetchall()
+    }
     out: list[Series] = []
-    labels: dict[str, str] = {}
-    for (suite, pid, ekey, env, threads, impl, gate, rk, rid, started, commit, branch, status, correct, value,
-         median, mib) in rows:  # fmt: skip
+    for (suite, pid, ekey, impl, gate, rk, rid, started, commit, branch, status, correct, value, median,
+         mib) in rows:  # fmt: skip
         if not out or out[-1].key != (suite, pid, ekey):
-            if ekey not in labels:
-                labels[ekey] = identity.env_label(json.loads(env or "{}"), threads)
-            out.append(Series(suite, pid, ekey, labels[ekey], impl or pid.split("/")[0]))
+            out.append(Series(suite, pid, ekey, labels.get(ekey, ekey), impl or pid.split("/")[0]))
         s = out[-1]
         s.gate = json.loads(gate or "{}")  # the newest run's, as rows come oldest first
         s.runs.append(SeriesRun(rk, rid, started, commit, branch, status or "ok", correct, value, median, mib))
