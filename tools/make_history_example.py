@@ -2,7 +2,7 @@
 implementation 25 % slower; every run ingested; `history check` run; the trend page written
 and screenshotted in headless Chromium.
 
-    PYTHONPATH=$PWD python tools/make_history_example.py --commits 12 --slow-from 7 \\
+    PYTHONPATH=$PWD python tools/make_history_example.py --commits 16 --slow-from 8 \\
         --out reports/history-example
 
 The commits are real commits of a scratch git repository that the runs are made in (so each
@@ -14,7 +14,8 @@ is the ci suite as shipped (--impl, --set and --rounds narrow it for a quick try
 
 Writes into --out: history.html (the trend page), history.png (its screenshot), check.txt
 (the output of `attnbench history check`), README.md (what was run, how long it took).
-The database and the run directories stay in --work (default: a temporary directory).
+The database and the run directories stay in --work (default: a temporary directory); called
+again with the same --work and a larger --commits, it goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def screenshot(page: Path, png: Path, chromium: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--commits", type=int, default=12, help="commits (one ci run each)")
-    ap.add_argument("--slow-from", type=int, default=7, help="first commit with the 25 %% slowdown (0-based)")
+    ap.add_argument("--commits", type=int, default=16, help="commits (one ci run each)")
+    ap.add_argument("--slow-from", type=int, default=8, help="first commit with the 25 %% slowdown (0-based)")
     ap.add_argument("--runs-per-commit", type=int, default=1)
     ap.add_argument("--impl", default=IMPLS, help=f"impls of the ci suite to run (default {IMPLS})")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="passed to attnbench run --set")
@@ -81,16 +82,21 @@ def main() -> None:
     if not 0 < args.slow_from < args.commits:
         sys.exit("--slow-from must be between 1 and --commits - 1")
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="history-example-"))
+    args.out = args.out.resolve()  # the commands below run in the scratch repository
+    work = (args.work or Path(tempfile.mkdtemp(prefix="history-example-"))).resolve()
     repo, runs_dir, db = work / "repo", work / "runs", work / "history.duckdb"
     repo.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(exist_ok=True)
     git = ["git", "-c", "user.name=attnbench example", "-c", "user.email=example@invalid"]
-    if not (repo / ".git").exists():
+    first = 0
+    if (repo / ".git").exists():  # an earlier call: go on from its last commit
+        first = int(sh(["git", "rev-list", "--count", "HEAD"], repo).strip())
+        print(f"{work}: continuing after {first} commits", flush=True)
+    else:
         sh(["git", "init", "-q", "-b", "main"], repo)
-    started = time.time()
-    log = []
-    for c in range(args.commits):
+    log_file = work / "log.txt"
+    log = log_file.read_text().splitlines() if log_file.exists() else []
+    for c in range(first, args.commits):
         slow = "0.25" if c >= args.slow_from else "0"
         (repo / "slowdown").write_text(f"{slow}\n")
         sh([*git, "add", "slowdown"], repo)
@@ -112,6 +118,7 @@ def main() -> None:
             )
             line = f"commit {c} (slowdown {slow}) run {k}: {time.time() - t0:.0f} s"
             log.append(line)
+            log_file.write_text("\n".join(log) + "\n")
             print(line, flush=True)
     base = [sys.executable, "-m", "attnbench", "history"]
     check = sh([*base, "check", "--db", str(db)], repo, attnbench_env("0"), ok=(0, 1))
@@ -124,8 +131,8 @@ def main() -> None:
     command = " ".join(["python tools/make_history_example.py", *sys.argv[1:]])
     (args.out / "README.md").write_text(
         "# A real history: the ci suite across commits, one of them 25 % slower\n\n"
-        f"Made by `PYTHONPATH=$PWD {command}` in {time.time() - started:.0f} s on "
-        f"{time.strftime('%Y-%m-%d')}.\n\n"
+        f"Made by `PYTHONPATH=$PWD {command}` on {time.strftime('%Y-%m-%d')} "
+        "(the run times are below).\n\n"
         f"{args.commits} commits of a scratch repository, {args.runs_per_commit} run(s) of the `ci` suite "
         f"(`--impl {args.impl}`{''.join(f' --set {s}' for s in args.sets)}"
         f"{f' --rounds {args.rounds}' if args.rounds else ''}, `--threads {args.threads}`) at each; from commit "
