@@ -10,6 +10,7 @@ from attnbench.commands.compare import compare
 from attnbench.commands.doctor import doctor
 from attnbench.commands.env import env_cmd
 from attnbench.commands.export import export
+from attnbench.commands.history import history_app
 from attnbench.commands.list_ import list_cmd
 from attnbench.commands.report import report
 from attnbench.commands.run import run
@@ -28,6 +29,7 @@ app.command("env")(env_cmd)
 app.command("compare")(compare)
 app.command("export")(export)
 app.add_typer(baseline_app, name="baseline")
+app.add_typer(history_app, name="history")
 app.command("report")(report)
 app.add_typer(suite_app, name="suite")
 app.command("doctor")(doctor)

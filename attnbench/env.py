@@ -46,6 +46,17 @@ def git_commit(path: Path) -> str | None:
     return sha + ("-dirty" if dirty else "") if sha else None
 
 
+def git_branch(path: Path) -> str | None:
+    """The branch checked out in the git repository containing ``path``, or None (detached, no git)."""
+    try:
+        name = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return name if name and name != "HEAD" else None
+
+
 def fingerprint(device: str, threads: int | None = None) -> dict[str, Any]:
     """CPU, threads, Python, torch, CUDA and GPU facts; git commits of the cwd and of attnbench."""
     info: dict[str, Any] = {
@@ -61,6 +72,7 @@ def fingerprint(device: str, threads: int | None = None) -> dict[str, Any]:
         "device": device,
         "gpu": None,
         "git_commit_cwd": git_commit(Path.cwd()),
+        "git_branch": git_branch(Path.cwd()),
         "git_commit_attnbench": git_commit(Path(__file__).resolve().parent),
     }
     if device == "cuda" and torch.cuda.is_available():

@@ -32,7 +32,10 @@ def compare(
         ),
     ],
     baseline: Annotated[
-        str | None, typer.Option(help="Compare against this saved baseline (see `attnbench baseline list`).")
+        str | None,
+        typer.Option(
+            help="Compare against this saved baseline (see `attnbench baseline list`), or history:K, the last K comparable runs in the history (docs/history.md)."
+        ),
     ] = None,
     threshold: Annotated[
         list[str] | None,
@@ -78,7 +81,7 @@ def compare(
     if baseline is not None:
         if len(runs) != 1:
             raise UserError(f"with --baseline {baseline!r}, give exactly one CURRENT run (got {len(runs)})")
-        sides = [f"baseline:{baseline}", runs[0]]
+        sides = [baseline if baseline.startswith("history:") else f"baseline:{baseline}", runs[0]]
     elif len(runs) != 2:
         raise UserError(f"expected BASELINE CURRENT (two runs) or --baseline NAME CURRENT; got {len(runs)} argument(s)")
     else:
@@ -90,7 +93,14 @@ def compare(
     from attnbench.compare.verdicts import compare as do_compare
     from attnbench.gate import make_config
 
-    base, cur = load_side(sides[0]), load_side(sides[1])
+    from_history = sides[0].startswith("history:")  # the run as the unit: attnbench.history.gate
+    if from_history:
+        from attnbench.history.gate import compare_history, load_history_side
+
+        cur = load_side(sides[1])
+        base: Any = load_history_side(sides[0], cur, sides[1])
+    else:
+        base, cur = load_side(sides[0]), load_side(sides[1])
     reason = mismatch_reason(base, cur)
     if reason and not allow_mismatch:
         raise UserError(reason)
@@ -103,7 +113,7 @@ def compare(
         normalize=normalize,
         round_window=round_window,
     )
-    result = do_compare(base, cur, cfg)
+    result = compare_history(base, cur, cfg) if from_history else do_compare(base, cur, cfg)
     if reason:
         result.notes.append(f"compared despite a mismatch: {reason.split(': ', 1)[1].split(' (pass')[0]}")
     code = result.exit_code(fail_on_inconclusive)

@@ -65,6 +65,12 @@ def run(
     l2_flush: Annotated[
         bool | None, typer.Option("--l2-flush/--no-l2-flush", help="CUDA: flush L2 before each sample [default: on].")
     ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            help="Add the finished run to the history database (see `attnbench history`; needs attnbench[history])."
+        ),
+    ] = False,
 ) -> None:
     """Run a benchmark suite: every point in its own worker, journaled as it finishes."""
     from attnbench.runner.session import RunRequest, start  # deferred: torch, pandas
@@ -90,6 +96,10 @@ def run(
     if report and not interrupted:
         _write_report(session.run_dir.path)
     _print_summary(df, session.run_dir.path, as_json)
+    if history and not interrupted:
+        from attnbench.history import ingest  # deferred: duckdb
+
+        print(str(ingest(session.run_dir.path)), file=sys.stderr)
     if interrupted:
         print(
             f"interrupted: {len(df)} of {len(session.points)} points are stored in {session.run_dir}; "

@@ -121,6 +121,8 @@ def side_from_pytest_benchmark(path: Path, label: str | None = None) -> Side:
 def load_side(spec: str | Path, label: str | None = None) -> Side:
     """A side from a run directory, a results.parquet, a pytest-benchmark JSON or ``baseline:NAME``."""
     text = str(spec)
+    if text.startswith("history:"):
+        raise UserError(f"{text!r}: a history baseline can only be the BASELINE side (--baseline {text} RUN_DIR)")
     if text.startswith("baseline:"):
         return side_from_run(baseline_run_dir(text.split(":", 1)[1]), label or text)
     p = Path(text)
