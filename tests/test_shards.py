@@ -302,3 +302,50 @@ def test_cancelled_shard_then_resume_loses_nothing_and_duplicates_nothing(tmp_pa
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["executor"]["kind"] == "slurm" and meta["finished"]
     assert collect(out, backend).missing == 0
+
+
+def test_slurm_states_without_accounting_come_from_squeue_and_scontrol(monkeypatch):
+    from types import SimpleNamespace
+
+    from attnbench.runner.executors import slurm
+
+    scontrol = {
+        "7_1": ("JobId=9 ArrayJobId=7 ArrayTaskId=1 JobState=CANCELLED Reason=None", "", 0),
+        "7_2": ("", "slurm_load_jobs error: Invalid job id specified", 1),
+    }
+    squeue_works = {"ok": True}
+
+    def run(cmd, **kw):
+        if cmd[0] == "squeue":
+            if not squeue_works["ok"]:
+                raise OSError("squeue: not found")
+            return SimpleNamespace(returncode=0, stdout="7_0|RUNNING\n8_0|PENDING\n", stderr="")
+        out, err, code = scontrol[cmd[-1]]
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    monkeypatch.setattr(slurm.subprocess, "run", run)
+    got = slurm._squeue_scontrol_states(["7_0", "7_1", "7_2"])
+    assert got == {"7_0": "RUNNING", "7_1": "CANCELLED", "7_2": slurm.GONE}
+    squeue_works["ok"] = False  # Slurm could not be asked: not "gone", only unknown
+    assert slurm._squeue_scontrol_states(["7_2"]) == {"7_2": slurm.UNKNOWN}
+
+
+def test_a_local_resume_is_refused_while_shards_may_still_run(tmp_path):
+    from attnbench.runner.executors.local import LocalExecutor
+
+    rd = RunDir(tmp_path)
+    entry = shards.ShardEntry("1-0", "7_0", [("p", 0)])
+    shards.write_manifest(rd, shards.Manifest([shards.Submission(1, "now", {}, [entry])]))
+    shards.write_status(rd, "1-0", {"state": shards.RUNNING})
+
+    class Backend:
+        state = "RUNNING"
+
+        def states(self, folder, job_ids):
+            return {j: self.state for j in job_ids}
+
+    backend = Backend()
+    with pytest.raises(UserError, match=r"Slurm shards may still run: 1-0 \(job 7_0, RUNNING\).*--executor slurm"):
+        LocalExecutor.refuse_live_shards(rd, backend)
+    backend.state = "CANCELLED"
+    LocalExecutor.refuse_live_shards(rd, backend)  # ended: nothing left to measure twice

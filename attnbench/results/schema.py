@@ -68,7 +68,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     # where the point ran (attnbench.runner.executors): one run may span GPUs, hosts and Slurm jobs
     "host": ("", "host name of the machine that measured the point"),
     "device_model": ("", "GPU model (CUDA device name) or, on the CPU, the CPU model; never pooled across models"),
-    "device_uuid": ("", "CUDA: UUID of the GPU the point's worker was pinned to (CUDA_VISIBLE_DEVICES); null on CPU"),
+    "device_uuid": (
+        "",
+        "CUDA: the GPU the worker ran on (GPU-/MIG-<uuid>; with --gpus and rounds > 1, round 0's); null on CPU",
+    ),
     "shard": ("", "Slurm: the shard (submission-index) whose journal holds the point; null for local runs"),
     "slurm_job_id": ("", "Slurm: the job (array task) that ran the shard; null for local runs"),
     # CUDA timer (attnbench.measure.cuda_timer) and memory (attnbench.measure.cuda_memory)

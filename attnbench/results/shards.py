@@ -173,7 +173,9 @@ def read_status(run_dir: Path | RunDir, sid: str) -> dict[str, Any]:
 
 
 def write_status(run_dir: Path | RunDir, sid: str, doc: dict[str, Any]) -> None:
-    write_atomic(status_path(run_dir, sid), json.dumps(doc, indent=1, default=str) + "\n")
+    path = status_path(run_dir, sid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(doc, indent=1, default=str) + "\n")
 
 
 class ShardBusy(UserError):

@@ -51,12 +51,12 @@ class LocalExecutor:
         return select(self.discover(), self.gpus)
 
     @staticmethod
-    def refuse_live_shards(run_dir: Any) -> None:
+    def refuse_live_shards(run_dir: Any, backend: Any = None) -> None:
         """A run with Slurm shards still queued or running is not resumed here: their points would
         be measured twice. (A run that never used Slurm has no shards.json: nothing is asked.)"""
         from attnbench.runner.executors.slurm import live_shards
 
-        live = live_shards(run_dir)
+        live = live_shards(run_dir, backend)
         if live:
             ids = ", ".join(f"{v.entry.id} (job {v.entry.job_id}, {v.slurm_state or v.own_state})" for v in live)
             raise UserError(
