@@ -114,6 +114,7 @@ def run_shard(spec: ShardSpec, on_event: Any = print) -> dict[str, Any]:
             "state": shards.RUNNING,
             "slurm_job_id": _job_id(),
             "writer": out.writer,
+            "journal_locked": out.locked,
             "pid": os.getpid(),
             "started": shards.now(),
             "items": len(spec.items),
