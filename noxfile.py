@@ -8,6 +8,7 @@ ATTNBENCH_TORCH_SPEC to the CUDA build you want before `nox -s gpu`.
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -118,3 +119,22 @@ def gpu(session: nox.Session) -> None:
         "PATH": f"{cuda_home}/bin{os.pathsep}{os.environ.get('PATH', '')}",
     }
     session.run("pytest", "-q", "-m", "gpu", *session.posargs, env=env)
+
+
+@nox.session(python=PY)
+def slurm(session: nox.Session) -> None:
+    """A smoke sweep through a real single-node Slurm (tools/slurm_smoke.py): installs Debian's
+    slurm-wlm and munge if missing (needs root: CI is), starts munged, slurmctld and slurmd in a
+    temporary directory, checks the Slurm run against a local one, scancel + --resume, one writer
+    per shard journal, and always stops the daemons. CPU points only; a few minutes."""
+    if not all(shutil.which(t) or os.path.exists(f"/usr/sbin/{t}") for t in ("slurmctld", "slurmd", "munged")):
+        if os.geteuid() != 0:
+            session.error("slurm-wlm and munge are not installed and this is not root: apt-get install slurm-wlm munge")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run(
+            "apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge", external=True, env=env
+        )
+    session.install(TORCH_SPEC)
+    session.install("-e", ".")
+    session.run("python", "tools/slurm_smoke.py", *session.posargs)

@@ -14,6 +14,7 @@ from attnbench.commands.history import history_app
 from attnbench.commands.list_ import list_cmd
 from attnbench.commands.report import report
 from attnbench.commands.run import run
+from attnbench.commands.status import status
 from attnbench.commands.suite import suite_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run)
+app.command("status")(status)
 app.command("list")(list_cmd)
 app.command("env")(env_cmd)
 app.command("compare")(compare)

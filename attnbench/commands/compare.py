@@ -62,6 +62,9 @@ def compare(
     allow_mismatch: Annotated[
         bool, typer.Option(help="Compare runs from different devices, CPUs, GPUs, torch versions or dtypes.")
     ] = False,
+    allow_mixed_devices: Annotated[
+        bool, typer.Option(help="Compare points measured on different device models (sharded runs).")
+    ] = False,
     fail_on_inconclusive: Annotated[
         bool, typer.Option(help="Exit 3 when a point is inconclusive (and none regressed).")
     ] = False,
@@ -89,7 +92,7 @@ def compare(
 
     # deferred: pandas, scipy, rich
     from attnbench.compare import render
-    from attnbench.compare.io import load_side, mismatch_reason
+    from attnbench.compare.io import device_mismatch_reason, load_side, mismatch_reason
     from attnbench.compare.verdicts import compare as do_compare
     from attnbench.gate import make_config
 
@@ -104,6 +107,9 @@ def compare(
     reason = mismatch_reason(base, cur)
     if reason and not allow_mismatch:
         raise UserError(reason)
+    devices = device_mismatch_reason(base, cur)
+    if devices and not allow_mixed_devices:
+        raise UserError(devices)
     cfg = make_config(
         _suite_gate(cur, base),
         split_list(threshold),

@@ -28,12 +28,18 @@ def report(
             "(without it, report.md names them: a CI job summary cannot show a relative path).",
         ),
     ] = None,
+    device_model: Annotated[
+        str | None, typer.Option(help="Report only the points measured on this device model (a mixed run).")
+    ] = None,
+    allow_mixed_devices: Annotated[
+        bool, typer.Option(help="Pool points measured on different device models into one report.")
+    ] = False,
 ) -> None:
     """Write the report of a run: charts (PNG, SVG), report.md (fit for a CI job summary) and a
     self-contained report.html."""
     from attnbench.report import build, parse_formats  # deferred: pandas, seaborn
 
-    written = build(run_dir, parse_formats(format_), out, baseline, assets_url)
+    written = build(run_dir, parse_formats(format_), out, baseline, assets_url, device_model, allow_mixed_devices)
     for kind in ("md", "html", "charts"):
         if kind in written:
             print(f"{kind}: {written[kind]}")

@@ -71,8 +71,32 @@ def run(
             help="Add the finished run to the history database (see `attnbench history`; needs attnbench[history])."
         ),
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="local (this machine) or slurm (shards as a Slurm job array) [default: local, or the run's]."
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="local, CUDA: one point per GPU at a time on N GPUs (or all), pinned by UUID.")
+    ] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="slurm: the partition to submit to.")] = None,
+    slurm_gpus_per_node: Annotated[int | None, typer.Option(help="slurm: GPUs per shard (0: CPU points).")] = None,
+    slurm_time: Annotated[
+        str | None, typer.Option(help="slurm: time limit per shard, minutes or [D-]HH:MM:SS.")
+    ] = None,
+    slurm_array_parallelism: Annotated[int | None, typer.Option(help="slurm: shards running at once.")] = None,
+    slurm_shards: Annotated[int | None, typer.Option(help="slurm: shards to split the missing points into.")] = None,
+    slurm_cpus_per_task: Annotated[int | None, typer.Option(help="slurm: CPUs per shard.")] = None,
+    slurm_config: Annotated[
+        Path | None, typer.Option(help="slurm: a TOML file with a [slurm] table (see docs/cluster.md).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="slurm: wait for the shards, or return once they are submitted.")
+    ] = True,
 ) -> None:
     """Run a benchmark suite: every point in its own worker, journaled as it finishes."""
+    from attnbench.runner.executors import ExecutorRequest, choose
     from attnbench.runner.session import RunRequest, start  # deferred: torch, pandas
 
     request = RunRequest(
@@ -89,9 +113,26 @@ def run(
         cuda_graph=cuda_graph,
         l2_flush=l2_flush,
     )
-    session = start(request, resume, on_event=_event)
+    slurm = {
+        "partition": slurm_partition,
+        "gpus_per_node": slurm_gpus_per_node,
+        "time": slurm_time,
+        "array_parallelism": slurm_array_parallelism,
+        "shards": slurm_shards,
+        "cpus_per_task": slurm_cpus_per_task,
+    }
+    where = choose(ExecutorRequest(executor, gpus, slurm, slurm_config, wait), resume, device)
+    session = start(request, resume, on_event=_event, remote=where.remote_device if where.remote else None)
+    session.executor = where.build(session)
     session.prepare()
     interrupted = _sweep(session)
+    if session.executor.detached:
+        print(
+            f"submitted; follow with: attnbench status {session.run_dir}; once the shards end, "
+            f"attnbench run --resume {session.run_dir} collects them, re-submits what is missing and writes the report",
+            file=sys.stderr,
+        )
+        return
     df = session.finalize(interrupted)
     if report and not interrupted:
         _write_report(session.run_dir.path)

@@ -53,6 +53,7 @@ class Side:
     env: dict[str, Any] = field(default_factory=dict)
     suite: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    device_models: dict[str, str] = field(default_factory=dict)  # point_id -> model it ran on, if recorded
 
     @property
     def dtypes(self) -> set[str]:
@@ -105,7 +106,12 @@ def side_from_tables(df: Any, samples: Any, meta: dict[str, Any], label: str) ->
             dtype=_str(row.get("dtype")),
             error=_str(row.get("error")) or _str(row.get("correctness_error")),
         )
-    return Side(label, points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads"))
+    side = Side(label, points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads"))
+    if "device_model" in df.columns:
+        side.device_models = {
+            str(p): str(m) for p, m in zip(df["point_id"], df["device_model"], strict=True) if _str(m)
+        }
+    return side
 
 
 def side_from_run(run_dir: Path, label: str | None = None) -> Side:
@@ -153,3 +159,30 @@ def mismatch_reason(base: Side, cur: Side) -> str | None:
     if not diffs:
         return None
     return "runs are not comparable: " + "; ".join(diffs) + " (pass --allow-mismatch to compare anyway)"
+
+
+def device_mismatch_reason(base: Side, cur: Side) -> str | None:
+    """Why comparing ``base`` and ``cur`` would pool points measured on different device models
+    (one line), or None. A side whose points ran on several models (Slurm shards on a mixed
+    partition) is refused, and so is a point measured on one model on one side and another on the
+    other. Points without a recorded model (older runs, skipped points) are not judged."""
+    problems = []
+    for name, side in (("baseline", base), ("current", cur)):
+        models = sorted(set(side.device_models.values()))
+        if len(models) > 1:
+            problems.append(f"{name} {side.label} mixes {', '.join(repr(m) for m in models)}")
+    moved = sorted(
+        pid
+        for pid, model in cur.device_models.items()
+        if pid in base.device_models and base.device_models[pid] != model
+    )
+    if moved:
+        a, b = base.device_models[moved[0]], cur.device_models[moved[0]]
+        problems.append(f"{len(moved)} point(s) ran on {a!r} in the baseline and {b!r} now (e.g. {moved[0]})")
+    if not problems:
+        return None
+    return (
+        "points from different device models: "
+        + "; ".join(problems)
+        + " (pass --allow-mixed-devices to compare anyway)"
+    )

@@ -18,6 +18,8 @@ import hashlib
 import inspect
 import json
 import math
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -215,7 +217,8 @@ def cached_reference(
             return cached
     result = reference_outputs(ref_fn, inp, bool(point["causal"]), with_grads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # a name of its own per writer: two lanes or shards may compute the same reference at once
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     torch.save(result, tmp)
     tmp.replace(path)
     return result

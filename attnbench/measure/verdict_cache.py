@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def store(cache_dir: Path | None, point: Point, verdict: dict[str, Any]) -> None
     if cache_dir is None or verdict.get("correct") is None:
         return
     path = _path(cache_dir, point)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # shards share the cache
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(verdict, default=float))

@@ -36,11 +36,15 @@ def build(
     out: Path | str | None = None,
     baseline: str | None = None,
     assets_url: str | None = None,
+    device_model: str | None = None,
+    allow_mixed_devices: bool = False,
 ) -> dict[str, Path]:
     """Write the report of ``run_dir``; return ``{"md": path, "html": path, "charts": dir}``
     for what was written. ``baseline`` is the impl speedups and crossovers are relative to
     (default sdpa if it ran, else softmax); ``assets_url`` is where the charts/ folder will be
-    served from, for image links in report.md (none without it)."""
+    served from, for image links in report.md (none without it). A run measured on several
+    device models is refused unless ``device_model`` picks one or ``allow_mixed_devices``
+    (:mod:`attnbench.report.devices`)."""
     formats = tuple(formats)
     for f in formats:
         if f not in FORMATS:
@@ -63,6 +67,9 @@ def build(
     df, _samples, meta = load_run(Path(run_dir))
     if df is None or not len(df):
         raise UserError(f"run directory {str(run_dir)!r} holds no results yet")
+    from attnbench.report.devices import select_device
+
+    df = select_device(df, device_model, allow_mixed_devices, f"run {str(run_dir)!r}")
     impls = set(df["impl"].astype(str))
     if baseline is not None and baseline not in impls:
         raise UserError(f"--baseline {baseline!r}: not an impl of this run; it has {', '.join(sorted(impls))}")

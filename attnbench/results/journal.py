@@ -1,5 +1,9 @@
 """The run's journal: one JSON line per finished (point, round), appended and fsynced at once,
-so an interrupted or crashed sweep keeps every point it finished and ``--resume`` can skip them."""
+so an interrupted or crashed sweep keeps every point it finished and ``--resume`` can skip them.
+
+A sharded run (Slurm) has one more journal per shard under ``journal.d/`` (one writer each, see
+:mod:`attnbench.results.shards`); :func:`read` merges them after the main journal into the one
+logical journal of the run."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 from attnbench.point import Record
 from attnbench.results.layout import RunDir
+from attnbench.results.shards import journal_files
 
 
 @dataclass
@@ -19,6 +24,7 @@ class JournalRead:
     records: list[Record]
     bad_lines: list[int] = field(default_factory=list)
     torn_tail: bool = False  # the last line was cut off mid-write (a run killed while appending)
+    shard_bad_lines: dict[str, list[int]] = field(default_factory=dict)  # shard journal name -> bad lines
 
     def warning(self, path: Path) -> str | None:
         """One line naming the skipped lines, or None."""
@@ -48,12 +54,22 @@ def append(run_dir: Path | RunDir, record: Record) -> None:
 
 
 def read(run_dir: Path | RunDir) -> JournalRead:
-    """Every valid record (a later record of the same point and round replaces an earlier one)
-    and the lines that were not records."""
-    path = _path(run_dir)
+    """Every valid record of the main journal and then of each shard journal (a later record of
+    the same point and round replaces an earlier one) and the lines that were not records."""
+    by_id: dict[tuple[str, int], Record] = {}
+    main = _read_file(_path(run_dir), by_id)
+    for shard in journal_files(run_dir):
+        part = _read_file(shard, by_id)
+        if part.bad_lines:
+            main.shard_bad_lines[shard.name] = part.bad_lines
+    main.records = list(by_id.values())
+    return main
+
+
+def _read_file(path: Path, by_id: dict[tuple[str, int], Record]) -> JournalRead:
+    """Add the records of one journal file to ``by_id``; its bad lines."""
     if not path.exists():
         return JournalRead([])
-    by_id: dict[tuple[str, int], Record] = {}
     bad: list[int] = []
     torn = False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -68,7 +84,7 @@ def read(run_dir: Path | RunDir) -> JournalRead:
             torn = torn or i == len(lines)
             continue
         by_id[(rec.point_id, rec.round)] = rec
-    return JournalRead(list(by_id.values()), bad, torn)
+    return JournalRead([], bad, torn)
 
 
 def load(run_dir: Path | RunDir) -> list[Record]:

@@ -65,6 +65,15 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "rounds": ("", "worker processes that measured the point; their samples are pooled"),
     "round_medians_ms": ("ms", "median of each round, when rounds > 1"),
     "wall_s": ("s", "wall time the point took, worker start to result"),
+    # where the point ran (attnbench.runner.executors): one run may span GPUs, hosts and Slurm jobs
+    "host": ("", "host name of the machine that measured the point"),
+    "device_model": ("", "GPU model (CUDA device name) or, on the CPU, the CPU model; never pooled across models"),
+    "device_uuid": (
+        "",
+        "CUDA: the GPU the worker ran on (GPU-/MIG-<uuid>; with --gpus and rounds > 1, round 0's); null on CPU",
+    ),
+    "shard": ("", "Slurm: the shard (submission-index) whose journal holds the point; null for local runs"),
+    "slurm_job_id": ("", "Slurm: the job (array task) that ran the shard; null for local runs"),
     # CUDA timer (attnbench.measure.cuda_timer) and memory (attnbench.measure.cuda_memory)
     "host_overhead_ms": ("ms", "CUDA: median host time to enqueue one call (Python dispatch, autograd, launches)"),
     "launch_bound": ("bool", "CUDA: enqueuing a call takes at least 90 % of its device time (the host sets the pace)"),

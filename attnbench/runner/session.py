@@ -26,14 +26,14 @@ import pandas as pd
 from attnbench.env import fingerprint, resolve_device
 from attnbench.errors import UserError
 from attnbench.impls import registry
-from attnbench.point import CudaTimerOptions, Pass, Point, Record, RunOptions, TimingConfig
+from attnbench.point import DEVICES, CudaTimerOptions, Pass, Point, Record, RunOptions, TimingConfig
 from attnbench.results import journal
 from attnbench.results.layout import RunDir
 from attnbench.results.metadata import read_metadata, write_metadata
 from attnbench.results.plan import Plan, read_plan, write_plan
 from attnbench.results.tables import finalize
 from attnbench.runner.calibrate import device_facts_in_worker
-from attnbench.runner.sweep import plan_rounds, run_points
+from attnbench.runner.sweep import plan_rounds
 from attnbench.suite import expand, load_suite, parse_set
 
 RUNS_ROOT = Path("runs")
@@ -109,6 +109,8 @@ class Session:
     meta: dict[str, Any]
     resumed: bool
     on_event: Callable[[str], None] = field(default=lambda _msg: None)
+    # where the points run (attnbench.runner.executors): None = local, one point at a time
+    executor: Any = None
 
     @property
     def points(self) -> list[Point]:
@@ -123,6 +125,8 @@ class Session:
     def prepare(self) -> None:
         """Build every impl's compiled parts once, before the sweep (no point's time is spent
         compiling); an impl that cannot be built is reported and its points will say why."""
+        if getattr(self.executor, "remote", False):
+            return  # each shard builds on its own node
         names = sorted({p.impl for p in self.points if not p.skip and p.pass_ is not Pass.DECODE})
         for name in names:
             spec = registry.get(name)
@@ -142,13 +146,16 @@ class Session:
         on_done: Callable[[Record], None] | None = None,
         on_start: Callable[[Point, int], None] | None = None,
     ) -> bool:
-        """Run what is missing; True if interrupted by Ctrl-C (everything finished is kept)."""
+        """Run what is missing through the executor; True if interrupted by Ctrl-C or left
+        incomplete (shards lost or not waited for); everything finished is kept."""
+        from attnbench.runner.executors.local import LocalExecutor  # deferred: a cycle otherwise
+
         todo, _total = self.todo()
+        executor = self.executor or LocalExecutor()
         try:
-            run_points(self.run_dir, todo, self.options, on_done, on_start)
+            return bool(executor.run(self, todo, on_done, on_start))
         except KeyboardInterrupt:
             return True
-        return False
 
     def finalize(self, interrupted: bool) -> pd.DataFrame:
         """Write the tables and close the metadata; the reference cache goes once the run is whole."""
@@ -162,10 +169,19 @@ class Session:
         return df
 
 
-def start(request: RunRequest, resume: Path | None = None, on_event: Callable[[str], None] | None = None) -> Session:
-    """A new run (plan written, device calibrated, metadata started) or a reopened one."""
+def start(
+    request: RunRequest,
+    resume: Path | None = None,
+    on_event: Callable[[str], None] | None = None,
+    *,
+    remote: Callable[[Any], str] | None = None,
+) -> Session:
+    """A new run (plan written, device calibrated, metadata started) or a reopened one.
+
+    ``remote``: the points run on other machines (Slurm shards): nothing is probed, calibrated
+    or thread-counted here, and the device is ``--device`` or ``remote(suite)``."""
     request.validate()
-    session = _reopen(request, resume) if resume is not None else _create(request)
+    session = _reopen(request, resume, remote) if resume is not None else _create(request, remote)
     if on_event is not None:
         session.on_event = on_event
     return session
@@ -178,19 +194,27 @@ def _timing(suite_timing: TimingConfig, request: RunRequest) -> TimingConfig:
     return timing
 
 
-def resolve_threads(timing: TimingConfig, request: RunRequest) -> int:
+def resolve_threads(timing: TimingConfig, request: RunRequest, remote: bool = False) -> int:
     """The run's torch threads: the suite's requirement (a process-time clock needs one), the
-    command line's, else every core."""
+    command line's, else every core (0 for a remote run: each shard's node decides)."""
     need = timing.threads or (1 if timing.clock == "process" else None)
     if need is not None:
         if request.threads is not None and request.threads != need:
             why = "its CPU-time clock needs one thread" if timing.clock == "process" else "the suite says so"
             raise UserError(f"--threads {request.threads}: this suite runs with threads = {need} ({why})")
         return need
-    return request.threads or os.cpu_count() or 1
+    return request.threads or (0 if remote else os.cpu_count() or 1)
 
 
-def _create(request: RunRequest) -> Session:
+# What a remote run stores instead of this machine's calibration: each shard calibrates its node.
+_REMOTE_FACTS: dict[str, Any] = {
+    "peaks": {"error": "calibrated on each shard's node (journal.d/shard-*.json)"},
+    "telemetry": {"available": False, "reason": "probed on each shard's node (journal.d/shard-*.json)"},
+    "telemetry_config": None,
+}
+
+
+def _create(request: RunRequest, remote: Callable[[Any], str] | None = None) -> Session:
     suite = load_suite(request.suite or "seqlen")
     overrides: dict[str, list[Any]] = {}
     for s in request.sets:
@@ -201,8 +225,13 @@ def _create(request: RunRequest) -> Session:
     if request.dtypes:
         overrides["dtype"] = [parse_set(f"dtype={d}")[1][0] for d in request.dtypes]
     timing = _timing(suite.timing_config, request)
-    device = resolve_device(request.device or "auto")
-    threads = resolve_threads(timing, request)
+    if remote is None:
+        device = resolve_device(request.device or "auto")
+    else:
+        device = request.device if request.device not in (None, "auto") else remote(suite)
+        if device not in DEVICES:  # not probed: the shards' nodes have the devices, not this one
+            raise UserError(f"--device {device!r}: expected auto, {' or '.join(DEVICES)}")
+    threads = resolve_threads(timing, request, remote is not None)
     points = expand(suite, device, overrides)
     if not points:
         raise UserError(f"suite {suite.name}: the overrides leave no points to run")
@@ -212,7 +241,8 @@ def _create(request: RunRequest) -> Session:
         else:
             registry.get(p.impl)
     run_dir = _new_run_dir(request.out, suite.name)
-    facts = device_facts_in_worker(device, sorted({p.dtype.value for p in points if not p.skip}), threads)
+    dtypes = sorted({p.dtype.value for p in points if not p.skip})
+    facts = device_facts_in_worker(device, dtypes, threads) if remote is None else _REMOTE_FACTS
     options = RunOptions(
         device=device,
         threads=threads,
@@ -291,7 +321,7 @@ def _options_doc(options: RunOptions) -> dict[str, Any]:
     }
 
 
-def _reopen(request: RunRequest, resume: Path) -> Session:
+def _reopen(request: RunRequest, resume: Path, remote: Callable[[Any], str] | None = None) -> Session:
     run_dir = RunDir(resume)
     plan = read_plan(run_dir)
     meta = read_metadata(run_dir)
@@ -310,7 +340,7 @@ def _reopen(request: RunRequest, resume: Path) -> Session:
                 f"{flag(name)} {_show(val)}: conflicts with the run being resumed ({had}); "
                 f"--resume reuses the run's options, give none or the same"
             )
-    device = resolve_device(plan.meta["device"])
+    device = resolve_device(plan.meta["device"]) if remote is None else str(plan.meta["device"])
     doc = meta.get("options")
     if doc:  # every option as the run was started (schema 2)
         timing = TimingConfig.from_table(doc["timing"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attnbench.point import Point, Record, RunOptions, Status
@@ -86,10 +86,15 @@ def run_points(
     options: RunOptions,
     on_done: Callable[[Record], None] | None = None,
     on_start: Callable[[Point, int], None] | None = None,
+    *,
+    columns: Mapping[str, Any] | None = None,
+    write: Callable[[Record], None] | None = None,
 ) -> list[Record]:
     """Run each (point, round) of ``todo`` in a fresh worker (points with ``skip`` set become
     skipped rows without one), append each record to the journal at once and call
-    ``on_done(record)``. Returns the records."""
+    ``on_done(record)``. Returns the records. ``columns`` (where the point ran: host, device)
+    are added to every row; ``write`` replaces the append to the run's journal (a Slurm shard
+    writes its own journal)."""
     records = []
     last_round: int | None = None
     for point, rnd in todo:
@@ -102,8 +107,11 @@ def run_points(
             record = Record({"status": Status.SKIPPED.value, "error": point.skip})
         else:
             record = run_one(point, options)
-        record.row = {**base_row(point), "round": rnd, **record.row}
-        journal.append(run_dir, record)
+        record.row = {**base_row(point), "round": rnd, **(columns or {}), **record.row}
+        if write is not None:
+            write(record)
+        else:
+            journal.append(run_dir, record)
         records.append(record)
         if on_done is not None:
             on_done(record)

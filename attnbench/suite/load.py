@@ -50,6 +50,7 @@ class Suite:
     tolerance: dict[str, float]
     source: str = field(repr=False, default="")
     gate: dict[str, Any] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)  # the [slurm] table as written
 
     @property
     def timing_config(self) -> TimingConfig:
@@ -92,6 +93,7 @@ def parse_suite(text: str, path: str) -> Suite:
         tolerance={k: float(v) for k, v in sf.tolerance.items()},
         source=text,
         gate=sf.gate.model_dump(exclude_none=True),
+        slurm=sf.slurm.model_dump(exclude_none=True),
     )
 
 

@@ -18,6 +18,7 @@ A suite file::
     [tolerance]                   # per-dtype relative-error tolerance overrides
     float32 = 1e-3
     [gate]                        # defaults for `attnbench compare` (attnbench.gate)
+    [slurm]                       # `--executor slurm` settings (attnbench.runner.executors.slurm_config)
 
 ``attnbench suite schema`` prints :func:`json_schema` for editor completion.
 """
@@ -31,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from attnbench.errors import UserError
 from attnbench.gate import GateTable, validate_gate_table
 from attnbench.point import CLOCKS, DEVICES, DTYPE_NAMES, MEMORY_METHODS, PASS_NAMES, TIMING_KEYS
+from attnbench.runner.executors.slurm_config import SlurmTable, validate_slurm_table
 
 INT_KEYS = ("B", "H", "N", "D", "M", "seed", "P", "T")
 PARAM_KEYS = ("impl", "pass", "causal", "dtype", *INT_KEYS)
@@ -118,6 +120,7 @@ class SuiteFile(_Strict):
     timing: Timing = Field(default_factory=Timing)
     tolerance: dict[DTypeName, PosFloat] = Field(default_factory=dict)
     gate: GateTable = Field(default_factory=GateTable)
+    slurm: SlurmTable = Field(default_factory=SlurmTable)
 
 
 assert set(Timing.model_fields) == set(TIMING_KEYS), "the suite schema and TimingConfig disagree"
@@ -171,6 +174,8 @@ def validate(doc: dict[str, Any], where: str) -> SuiteFile:
     """A parsed TOML document as a SuiteFile; the first problem as a one-line UserError."""
     if isinstance(doc.get("gate"), dict) or "gate" in doc:
         validate_gate_table(where, doc.get("gate"))  # the gate's own messages
+    if "slurm" in doc:
+        validate_slurm_table(where, doc.get("slurm"))  # the executor's own messages
     try:
         return SuiteFile.model_validate(doc)
     except ValidationError as exc:
