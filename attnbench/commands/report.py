@@ -13,11 +13,13 @@ from attnbench.commands._common import user_errors
 @user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `attnbench run`.")],
-    format_: Annotated[str, typer.Option("--format", "-f", help="md, html or both.")] = "both",
-    out: Annotated[Path | None, typer.Option(help="Directory to write to (default RUN_DIR/report/).")] = None,
+    format_: Annotated[str, typer.Option("--format", "-f", metavar="md|html|both", help="What to write.")] = "both",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Directory to write to.", show_default="RUN_DIR/report/")
+    ] = None,
     baseline: Annotated[
         str | None,
-        typer.Option(help="Impl that speedups and crossovers are measured against (default sdpa, else softmax)."),
+        typer.Option(help="Impl that speedups and crossovers are measured against.", show_default="sdpa, else softmax"),
     ] = None,
     assets_url: Annotated[
         str | None,

@@ -80,6 +80,12 @@ def plan_rounds(points: list[Point], rounds: int, done: set[tuple[str, int]]) ->
     return [(p, r) for r in range(rounds) for p in points if (p.point_id, r) not in done and not (r > 0 and p.skip)]
 
 
+def wants_round(rnd: int, first_round_s: float | None, max_s: float | None) -> bool:
+    """Whether round ``rnd`` of a point runs, given its first round's wall time: later rounds
+    only while that was under ``[timing] extra_rounds_max_s`` (None: always)."""
+    return rnd == 0 or max_s is None or first_round_s is None or first_round_s < max_s
+
+
 def run_points(
     run_dir: RunDir,
     todo: list[tuple[Point, int]],
@@ -89,10 +95,15 @@ def run_points(
 ) -> list[Record]:
     """Run each (point, round) of ``todo`` in a fresh worker (points with ``skip`` set become
     skipped rows without one), append each record to the journal at once and call
-    ``on_done(record)``. Returns the records."""
+    ``on_done(record)``. Later rounds of a long point are left out (:func:`wants_round`).
+    Returns the records."""
     records = []
     last_round: int | None = None
+    max_s = options.timing.extra_rounds_max_s
+    first_s = {r.point_id: float(r.row.get("wall_s") or 0.0) for r in journal.load(run_dir) if r.round == 0}
     for point, rnd in todo:
+        if not wants_round(rnd, first_s.get(point.point_id), max_s):
+            continue
         if last_round is not None and rnd != last_round:
             procs.restart_forkserver()
         last_round = rnd
@@ -104,6 +115,8 @@ def run_points(
             record = run_one(point, options)
         record.row = {**base_row(point), "round": rnd, **record.row}
         journal.append(run_dir, record)
+        if rnd == 0:
+            first_s[point.point_id] = float(record.row.get("wall_s") or 0.0)
         records.append(record)
         if on_done is not None:
             on_done(record)
