@@ -60,9 +60,6 @@ pass = ["fwdbwd", "fwd"]
 linear-chunked = {{ chunk_size = 16 }}
 [timing]
 warmup_s = 0.001
-min_samples = 3
-min_time_s = 0.001
-max_time_s = 0.02
 timeout_s = 120
 {extra}
 """
@@ -76,8 +73,11 @@ def attnbench(*args: str, cwd: Path | None = None, columns: int = 80) -> subproc
 
 
 def suite_file(tmp_path: Path, extra: str = "") -> Path:
+    """The suite with [timing] keys of ``extra`` ("key = value" lines) over short defaults."""
+    timing = {"min_samples": "3", "min_time_s": "0.001", "max_time_s": "0.02"}
+    timing.update(dict(line.split(" = ", 1) for line in extra.splitlines() if line.strip()))
     path = tmp_path / "term.toml"
-    path.write_text(SUITE.format(extra=extra))
+    path.write_text(SUITE.format(extra="\n".join(f"{k} = {v}" for k, v in timing.items())))
     return path
 
 
@@ -154,21 +154,29 @@ def test_file_impls_run_in_the_workers_and_on_resume(tmp_path):
     assert len(df) == 6 and (df["status"] == "ok").all()
 
 
-def test_single_call_points_one_round_and_strict_noise(tmp_path):
+def test_single_call_points_and_rounds_left_out(tmp_path):
     # every call is "long" here: one call each, one round each (the first outlasted the limit)
-    extra = "single_call_s = 1e-9\nrounds = 3\nextra_rounds_max_s = 1e-9"
-    suite = suite_file(tmp_path, extra)
+    suite = suite_file(tmp_path, "single_call_s = 1e-9\nrounds = 3\nextra_rounds_max_s = 1e-9")
     out = tmp_path / "run"
-    res = attnbench("run", "--suite", str(suite), "--out", str(out), "--no-report", "--strict-noise")
-    assert res.returncode == 3, res.stderr
-    assert "strict-noise: 2 of 2 measured points are noisy" in res.stderr
+    res = attnbench("run", "--suite", str(suite), "--out", str(out), "--no-report")
+    assert res.returncode == 0, res.stderr
     df = pd.read_parquet(out / "results.parquet").set_index("pass")
     assert (df["n_samples"] == 1).all() and (df["warmup_calls"] == 0).all() and df["single_call"].all()
     assert (df["rounds"] == 1).all()
     assert set(df["mem_method"]) == {"rss-hwm-single-call"} and (df["peak_mib"] > 0).all()
     assert df.loc["fwdbwd", "correct"] and df.loc["fwd", "correct"]  # the one call's output was checked
     assert df.loc["fwd", "checked_by"] == df.loc["fwdbwd", "point_id"]
-    # the terminal table marks both numbers and counts them
+    text = " ".join(res.stdout.split())
+    assert "2 points were timed by one call (calls of" in text and "¹" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80
+
+
+def test_strict_noise_fails_a_run_with_noisy_points(tmp_path):
+    suite = suite_file(tmp_path, "min_samples = 1000\nmax_time_s = 0.005\nmin_time_s = 0.001")
+    out = tmp_path / "run"
+    res = attnbench("run", "--suite", str(suite), "--out", str(out), "--no-report", "--strict-noise")
+    assert res.returncode == 3, res.stderr
+    assert "strict-noise: 2 of 2 measured points are noisy" in res.stderr
     assert NOISY_MARK in res.stdout and "2 of 2 measured points are noisy" in " ".join(res.stdout.split())
     assert max(len(line) for line in res.stdout.splitlines()) <= 80
 

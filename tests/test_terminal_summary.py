@@ -152,3 +152,31 @@ def test_decode_rows_get_their_own_table():
     )
     out = render(df)
     assert "decode: per generated token" in out and "12.3k" in out and "64.0 KiB" in out
+
+
+def test_single_call_points_are_not_noisy_unless_the_cpu_was_busy():
+    from attnbench.report.frame import noise_reasons
+
+    df = seqlen_like()
+    long = (df["impl"] == "linear-cumsum") & (df["N"] == 16384)
+    df["single_call"] = long
+    why = noise_reasons(df, META)
+    assert (why[long] == "").all()  # one sample by design: not noisy on a quiet machine
+    df.loc[long, "cpu_other_busy_pct"] = 40.0
+    assert noise_reasons(df, META)[long].str.contains("other processes used 40% CPU").all()
+    out = render(df.assign(cpu_other_busy_pct=df["cpu_other_busy_pct"].where(~long, 1.0)))
+    assert "202 ms¹" in out and "2 points were timed by one call" in " ".join(out.split())
+
+
+def test_report_without_svg(tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from attnbench.cli import app
+
+    run = Path(__file__).resolve().parent / "fixtures" / "report_run"
+    res = CliRunner().invoke(app, ["report", str(run), "--format", "md", "--no-svg", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    charts = tmp_path / "charts"
+    assert list(charts.glob("*.png")) and not list(charts.glob("*.svg"))

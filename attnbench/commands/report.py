@@ -21,6 +21,7 @@ def report(
         str | None,
         typer.Option(help="Impl that speedups and crossovers are measured against.", show_default="sdpa, else softmax"),
     ] = None,
+    svg: Annotated[bool, typer.Option("--svg/--no-svg", help="Write each chart as SVG too (PNG always).")] = True,
     assets_url: Annotated[
         str | None,
         typer.Option(
@@ -35,7 +36,7 @@ def report(
     self-contained report.html."""
     from attnbench.report import build, parse_formats  # deferred: pandas, seaborn
 
-    written = build(run_dir, parse_formats(format_), out, baseline, assets_url)
+    written = build(run_dir, parse_formats(format_), out, baseline, assets_url, svg)
     for kind in ("md", "html", "charts"):
         if kind in written:
             print(f"{kind}: {written[kind]}")

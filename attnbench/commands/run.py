@@ -171,11 +171,14 @@ def _write_report(run_dir: Path) -> None:
     from attnbench.report import build  # deferred: pandas, seaborn
 
     try:
-        written = build(run_dir)
+        written = build(run_dir, svg=False)  # PNG only: SVGs cost a third of the report's time
     except UserError as exc:  # the results are stored; a report can be made later
         print(f"report not written: {exc}", file=sys.stderr)
         return
-    print(f"report: {written.get('html')} and {written.get('md')}", file=sys.stderr)
+    print(
+        f"report: {written.get('html')} and {written.get('md')} (SVG charts: attnbench report {run_dir})",
+        file=sys.stderr,
+    )
 
 
 def point_label(point: Any, rnd: int, rounds: int) -> str:

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from attnbench.commands._common import safe
-from attnbench.fmt import fmt_count, fmt_int, fmt_mib, fmt_ms, fmt_si
+from attnbench.fmt import fmt_count, fmt_int, fmt_mib, fmt_ms, fmt_s, fmt_si
 from attnbench.point import FAILED_STATUS_NAMES
 from attnbench.report.content import noise_fact, status_counts
 from attnbench.report.frame import NOISY_MARK, noise_reasons, with_config
@@ -28,7 +28,10 @@ from attnbench.report.frame import NOISY_MARK, noise_reasons, with_config
 SHORT_STATUS = {"skipped": "-", "error": "ERR", "oom": "OOM", "timeout": "T/O", "crashed": "CRASH"}
 INCORRECT_MARK = "✗"
 MAX_FAILURES = 20  # failures listed one per line; the rest are counted
-LEGEND = f"{NOISY_MARK} noisy  {INCORRECT_MARK} failed correctness  - skipped  ERR OOM T/O CRASH: failed (below)"
+SINGLE_MARK = "¹"  # measured by one call: the suite's single_call_s (a long call is timed once)
+LEGEND = (
+    f"{NOISY_MARK} noisy time  {SINGLE_MARK} one call  {INCORRECT_MARK} incorrect  - skipped  ERR OOM T/O CRASH: failed"
+)
 PASS_ORDER = ("fwd", "bwd", "fwdbwd")
 
 
@@ -39,7 +42,11 @@ def _cell(row: dict[str, Any], column: str, fmt: Any, why: str) -> str:
     text = fmt(row.get(column))
     if row.get("correct") is False:
         return text + INCORRECT_MARK
-    return text + NOISY_MARK if why else text
+    if column != "time_ms_median":  # noise and single calls are about the timing, not the memory
+        return text
+    if why:
+        return text + NOISY_MARK
+    return text + SINGLE_MARK if row.get("single_call") is True else text
 
 
 def _column_groups(console: Console, make: Any, n_cols: int) -> list[range]:
@@ -115,6 +122,18 @@ def not_run_lines(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def single_call_line(df: pd.DataFrame, meta: dict[str, Any]) -> str | None:
+    """``12 points were timed by one call (calls of 150 ms or more)``, or None."""
+    if "single_call" not in df.columns:
+        return None
+    n = int(df["single_call"].astype(object).eq(True).sum())
+    if not n:
+        return None
+    limit = (meta.get("timing") or {}).get("single_call_s") if isinstance(meta, dict) else None
+    when = f" (calls of {fmt_s(limit)} or more)" if limit else ""
+    return f"{SINGLE_MARK} {fmt_count(n)} points were timed by one call{when}: no noise estimate, one process"
+
+
 def failure_lines(df: pd.DataFrame, limit: int = MAX_FAILURES) -> list[str]:
     """The first ``limit`` points that failed (a failed status or a wrong result), one line
     each, then ``N more`` when there are more."""
@@ -163,6 +182,9 @@ def print_summary(
     console.print(escape(status_counts(df)))
     noise = noise_fact(df, meta)
     console.print(escape(noise.value), style="yellow" if noise.warn else None)
+    single = single_call_line(df, meta)
+    if single:
+        console.print(single)
     bad = failure_lines(df)
     if bad:
         console.print(f"failed: {fmt_count(_n_failed(df))} points", style="red")
