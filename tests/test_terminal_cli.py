@@ -204,3 +204,12 @@ def test_progress_label_is_short():
     assert point_label(p, 1, 2) == "linear-chunked-triton fwdbwd N=16384 round 2/2"
     q = Point(impl="sdpa", pass_="fwd", causal=False, dtype="bfloat16", B=1, H=4, N=64, D=8, M=8)
     assert point_label(q, 0, 1) == "sdpa fwd N=64 full bf16"
+
+
+def test_later_rounds_only_for_short_points_that_ran():
+    from attnbench.runner.sweep import wants_round
+
+    assert wants_round(0, None, 0.5) and wants_round(0, 9.0, 0.5)  # the first round always runs
+    assert wants_round(1, 0.2, 0.5) and not wants_round(1, 0.7, 0.5)
+    assert wants_round(2, 30.0, None)  # no limit: every round
+    assert not wants_round(1, float("inf"), None)  # skipped in round 0 (impl unavailable here)

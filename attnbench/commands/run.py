@@ -208,6 +208,7 @@ def _sweep(session: Any) -> bool:
     from attnbench.impls import registry
     from attnbench.runner.session import RUNS_ROOT
     from attnbench.suite.duration import Eta, estimate_pairs, history
+    from attnbench.text import terminal_safe
 
     todo, total = session.todo()
     timing = session.options.timing
@@ -242,7 +243,7 @@ def _sweep(session: Any) -> bool:
             eta.skip_to(point.point_id, rnd, order)
             state.update(started=time.monotonic(), eta=eta.seconds(), at=time.monotonic())
             done = order.index((point.point_id, rnd)) if (point.point_id, rnd) in order else 0
-            now = point_label(point, rnd, timing.rounds)
+            now = terminal_safe(point_label(point, rnd, timing.rounds))  # shown without markup
             progress.update(task, completed=total - len(todo) + done, now=now)
 
         def on_done(rec: Any) -> None:

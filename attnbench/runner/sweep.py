@@ -81,9 +81,19 @@ def plan_rounds(points: list[Point], rounds: int, done: set[tuple[str, int]]) ->
 
 
 def wants_round(rnd: int, first_round_s: float | None, max_s: float | None) -> bool:
-    """Whether round ``rnd`` of a point runs, given its first round's wall time: later rounds
-    only while that was under ``[timing] extra_rounds_max_s`` (None: always)."""
-    return rnd == 0 or max_s is None or first_round_s is None or first_round_s < max_s
+    """Whether round ``rnd`` of a point runs, given its first round's wall time (None: not run
+    yet; ``inf``: it was skipped, e.g. its impl cannot run here): later rounds only while that
+    was under ``[timing] extra_rounds_max_s`` (None: always, unless skipped)."""
+    if rnd == 0 or first_round_s is None:
+        return True
+    return first_round_s != float("inf") and (max_s is None or first_round_s < max_s)
+
+
+def _first_s(record: Record) -> float:
+    """A first round's wall time for :func:`wants_round` (``inf`` when it was skipped)."""
+    if record.status is Status.SKIPPED:
+        return float("inf")
+    return float(record.row.get("wall_s") or 0.0)
 
 
 def run_points(
@@ -100,7 +110,7 @@ def run_points(
     records = []
     last_round: int | None = None
     max_s = options.timing.extra_rounds_max_s
-    first_s = {r.point_id: float(r.row.get("wall_s") or 0.0) for r in journal.load(run_dir) if r.round == 0}
+    first_s = {r.point_id: _first_s(r) for r in journal.load(run_dir) if r.round == 0}
     for point, rnd in todo:
         if not wants_round(rnd, first_s.get(point.point_id), max_s):
             continue
@@ -116,7 +126,7 @@ def run_points(
         record.row = {**base_row(point), "round": rnd, **record.row}
         journal.append(run_dir, record)
         if rnd == 0:
-            first_s[point.point_id] = float(record.row.get("wall_s") or 0.0)
+            first_s[point.point_id] = _first_s(record)
         records.append(record)
         if on_done is not None:
             on_done(record)

@@ -12,7 +12,7 @@ Per (point, round), in this order:
    early takes less.
 
 Rounds after the first are left out for points whose first round took ``extra_rounds_max_s`` or
-longer (as the sweep does). The run adds :data:`START_S` (start-up, the fork server, peak
+longer, or was skipped (as the sweep does). The run adds :data:`START_S` (start-up, the fork server, peak
 calibration), a first-time kernel build (not estimated: see docs/kernels.md), and the report.
 """
 
@@ -110,7 +110,7 @@ def estimate_pairs(
     out: list[tuple[Point, int, float]] = []
     hits = 0
     for p, rnd in pairs:
-        if rnd > 0 and p.skip:
+        if rnd > 0 and (p.skip or p.impl in unavailable):  # skipped in round 0: no more rounds
             continue
         s = point_s(p, timing, seen, p.impl in unavailable)
         if rnd > 0 and timing.extra_rounds_max_s is not None and s >= timing.extra_rounds_max_s:
