@@ -98,6 +98,11 @@ def test_list_probe_and_a_cuda_device_use_the_registry():
     res = run_cli("list", "--probe", "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     assert {i["name"] for i in json.loads(res.stdout)["impls"]} >= {b.name for b in BUILTINS}
+    cuda = run_cli("list", "--json", "--device", "cuda")  # what would run there, GPU or not
+    assert cuda.returncode == 0, cuda.stderr
+    doc = json.loads(cuda.stdout)
+    assert doc["device"] == "cuda"
+    assert {i["name"]: i["available"] for i in doc["impls"]}["linear-causal-cpu"] is False
     bad = run_cli("list", "--device", "tpu")
     assert bad.returncode == 2 and "tpu" in bad.stderr
 
