@@ -212,9 +212,8 @@ def _sweep(session: Any) -> bool:
 
     todo, total = session.todo()
     timing = session.options.timing
-    unavailable = frozenset(
-        p.impl for p, _ in todo if p.pass_ != "decode" and _unavailable(registry, p.impl, session.options.device)
-    )
+    impls = {p.impl for p, _ in todo if p.pass_ != "decode"}
+    unavailable = frozenset(i for i in impls if _unavailable(registry, i, session.options.device))
     eta = Eta(estimate_pairs(todo, timing, history(RUNS_ROOT, session.options.device), unavailable))
     order = [(p.point_id, r) for p, r in todo]
     now0 = time.monotonic()
