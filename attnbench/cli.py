@@ -3,8 +3,11 @@ its heavy dependencies (torch, pandas, seaborn) only when it runs."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from attnbench import __version__
 from attnbench.commands.baseline import baseline_app
 from attnbench.commands.compare import compare
 from attnbench.commands.doctor import doctor
@@ -24,6 +27,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"attnbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Benchmark softmax and linear attention: latency, memory, throughput, correctness."""
+
+
 app.command("run")(run)
 app.command("status")(status)
 app.command("list")(list_cmd)

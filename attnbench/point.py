@@ -199,6 +199,10 @@ class TimerConfig:
     max_time_s: float = 2.0  # the cap: stop here even if the noise target is not met
     target_rel_noise: float = 0.01
     block_min_s: float = 0.002  # a sample's block of calls lasts at least this long
+    # A point whose first call takes at least this long is measured by that one call (CPU): its
+    # time is the one sample, its resident high-water mark the peak memory and, for fwdbwd, its
+    # output and gradients what the check judges. None: every point gets warm-up and samples.
+    single_call_s: float | None = None
 
     @classmethod
     def from_timing(cls, timing: Mapping[str, Any]) -> TimerConfig:
@@ -221,6 +225,9 @@ class TimingConfig:
     ``timeout_s``: a point's worker is killed after this long without a timing result;
     ``check_timeout_s``: the correctness check's own budget after the timing arrived.
     ``threads``: torch threads per worker the suite requires (None: the run's choice).
+    ``extra_rounds_max_s``: rounds after the first run only for points whose first round took
+    less than this (wall time, seconds): a point whose one call takes seconds is measured in one
+    process, the short ones in ``rounds`` (None: every point in every round).
     """
 
     timer: TimerConfig = field(default_factory=TimerConfig)
@@ -230,6 +237,7 @@ class TimingConfig:
     timeout_s: float = 300.0
     check_timeout_s: float = 300.0
     threads: int | None = None
+    extra_rounds_max_s: float | None = None
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> TimingConfig:
@@ -270,7 +278,9 @@ class RunOptions:
 
     ``tolerance``: per-dtype overrides of the correctness tolerance; ``ref_cache_dir``: where
     float64 references and verdicts are shared between the points of this run; ``telemetry``:
-    the NVML sampler's config (None: off); ``peaks``: the run's calibrated peak rates.
+    the NVML sampler's config (None: off); ``peaks``: the run's calibrated peak rates;
+    ``impl_files``: ``/abs/path/file.py:function`` impls given on the command line, which every
+    worker registers before measuring (they are not in the fork server's registry).
     """
 
     device: str
@@ -281,6 +291,7 @@ class RunOptions:
     cuda: CudaTimerOptions = field(default_factory=CudaTimerOptions)
     telemetry: Mapping[str, Any] | None = None
     peaks: Mapping[str, Any] | None = None
+    impl_files: tuple[str, ...] = ()
 
 
 @dataclass

@@ -34,3 +34,24 @@ def split_list(values: list[str] | None) -> list[str]:
     for v in values or []:
         out.extend(s.strip() for s in v.split(",") if s.strip())
     return out
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_METAVAR = "|".join(DEVICE_CHOICES)  # the choices, shown in --help; checked by us: one-line errors
+
+
+def check_choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line UserError naming the option."""
+    if value not in choices:
+        raise UserError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def safe(value: Any) -> str:
+    """A string from a result or a plugin, fit for a rich renderable: one line without terminal
+    escapes (attnbench.text.terminal_safe), then rich markup escaped."""
+    from rich.markup import escape  # deferred: start-up time
+
+    from attnbench.text import terminal_safe
+
+    return escape(terminal_safe(value))

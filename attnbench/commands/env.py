@@ -7,16 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from attnbench.commands._common import split_list, user_errors
+from attnbench.commands._common import DEVICE_METAVAR, split_list, user_errors
 from attnbench.errors import UserError
 from attnbench.point import DTYPE_NAMES
 
 
 @user_errors
 def env_cmd(
-    device: Annotated[str, typer.Option(help="auto (CUDA if visible, else CPU), cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help="auto: CUDA if visible, else CPU.")] = "auto",
     dtype: Annotated[
-        list[str] | None, typer.Option(help="Dtypes to calibrate matmul peaks for (default float32).")
+        list[str] | None,
+        typer.Option(help=f"Dtypes to calibrate matmul peaks for: {', '.join(DTYPE_NAMES)}.", show_default="float32"),
     ] = None,
     calibrate: Annotated[
         bool, typer.Option(help="Measure peak FLOP/s and copy bandwidth (about 1 s on a CPU).")

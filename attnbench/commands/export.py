@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from attnbench.commands._common import user_errors
+from attnbench.commands._common import check_choice, user_errors
 from attnbench.errors import UserError
 
 FORMATS = ("pytest-benchmark", "csv")
@@ -18,20 +18,19 @@ FORMATS = ("pytest-benchmark", "csv")
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `attnbench run`.")],
     format_: Annotated[
-        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")
+        str, typer.Option("--format", "-f", metavar="|".join(FORMATS), help="Output format.")
     ] = "pytest-benchmark",
     out: Annotated[
-        Path | None, typer.Option("--out", "--output", "-o", help="File to write (default: stdout).")
+        Path | None, typer.Option("--out", "--output", "-o", help="File to write.", show_default="stdout")
     ] = None,
 ) -> None:
     """Export RUN_DIR as pytest-benchmark JSON (readable by `pytest-benchmark compare` and
     `attnbench compare`) or as CSV (one row per point)."""
-    if format_ not in FORMATS:
-        raise UserError(f"--format {format_!r}: expected one of {', '.join(FORMATS)}")
     if out is not None and not out.parent.is_dir():
         raise UserError(f"--out {str(out)!r}: directory {str(out.parent)!r} does not exist")
     if out is not None and out.is_dir():
         raise UserError(f"--out {str(out)!r}: is a directory; expected a file name")
+    check_choice("--format", format_, FORMATS)
     if format_ == "csv":
         from attnbench.results.csv_export import to_csv  # deferred: pandas
 

@@ -13,12 +13,15 @@ from attnbench.commands._common import user_errors
 @user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `attnbench run`.")],
-    format_: Annotated[str, typer.Option("--format", "-f", help="md, html or both.")] = "both",
-    out: Annotated[Path | None, typer.Option(help="Directory to write to (default RUN_DIR/report/).")] = None,
+    format_: Annotated[str, typer.Option("--format", "-f", metavar="md|html|both", help="What to write.")] = "both",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Directory to write to.", show_default="RUN_DIR/report/")
+    ] = None,
     baseline: Annotated[
         str | None,
-        typer.Option(help="Impl that speedups and crossovers are measured against (default sdpa, else softmax)."),
+        typer.Option(help="Impl that speedups and crossovers are measured against.", show_default="sdpa, else softmax"),
     ] = None,
+    svg: Annotated[bool, typer.Option("--svg/--no-svg", help="Write each chart as SVG too (PNG always).")] = True,
     assets_url: Annotated[
         str | None,
         typer.Option(
@@ -39,7 +42,7 @@ def report(
     self-contained report.html."""
     from attnbench.report import build, parse_formats  # deferred: pandas, seaborn
 
-    written = build(run_dir, parse_formats(format_), out, baseline, assets_url, device_model, allow_mixed_devices)
+    written = build(run_dir, parse_formats(format_), out, baseline, assets_url, device_model, allow_mixed_devices, svg)
     for kind in ("md", "html", "charts"):
         if kind in written:
             print(f"{kind}: {written[kind]}")

@@ -47,12 +47,15 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def cpu_peak_mib(fn: Callable[[], T]) -> tuple[float | None, str, T]:
+def cpu_peak_mib(fn: Callable[[], T], tune_malloc: bool = True) -> tuple[float | None, str, T]:
     """(peak MiB of one ``fn()`` call beyond the baseline, method, fn's result).
 
     The peak is None, with the reason as method, where the kernel offers no way to measure it.
+    ``tune_malloc=False`` leaves glibc's settings alone (the call is also timed: a single-call
+    point); freed heap the call reuses is then not counted, a few MiB beside the GiB such a
+    call allocates.
     """
-    libc = _libc()
+    libc = _libc() if tune_malloc else None
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 0)

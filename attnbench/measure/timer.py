@@ -65,6 +65,7 @@ class TimingResult:
     total_s: float
     timer: str = "cpu-perf-counter"
     extra: dict[str, float] = field(default_factory=dict)
+    single_call: bool = False  # the first call was long (cfg.single_call_s): it is the one sample
 
 
 def time_cpu(
@@ -72,13 +73,24 @@ def time_cpu(
     cfg: TimerConfig,
     clock: Callable[[], int] = time.perf_counter_ns,
     window: TimedWindow | None = None,
+    first: Callable[[], object] | None = None,
 ) -> TimingResult:
     """Time ``fn`` on the host. ``fn`` must complete its work before returning (CPU tensors do).
-    ``window`` receives the timed window (after the warm-up), for telemetry."""
+
+    ``window`` receives the timed window (after the warm-up), for telemetry. ``first`` (default
+    ``fn``) makes the first call, an equivalent call whose result or side readings the caller
+    keeps. When that call takes at least ``cfg.single_call_s`` it is the only sample
+    (``single_call``; no warm-up, not converged): a call of seconds is timed once rather than
+    three times (warm-up, sample, memory), and its one-time costs are a small part of it."""
     start = clock()
+    w0 = time.monotonic()
     t0 = clock()
-    fn()
+    (first or fn)()
     first_s = (clock() - t0) / 1e9
+    if cfg.single_call_s is not None and first_s >= cfg.single_call_s:
+        if window is not None:
+            window.start_s, window.end_s, window.timed_fn = w0, time.monotonic(), fn
+        return TimingResult([first_s * 1e3], 1, False, 0, (clock() - start) / 1e9, single_call=True)
     warm = 1
     while (clock() - start) / 1e9 < cfg.warmup_s:
         t0 = clock()

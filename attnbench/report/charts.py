@@ -148,11 +148,12 @@ def make_charts(
     out_dir: Path,
     baseline: str | None,
     skipped: SkipList | None,
+    svg: bool = True,
 ) -> list[Chart]:
-    """Draw every chart the run allows into ``out_dir`` (PNG and SVG); return them in order."""
+    """Draw every chart the run allows into ``out_dir`` (PNG, and SVG with ``svg``); return them in order."""
     data = with_config(df).assign(family=lambda d: families(d).to_numpy(), noisy=lambda d: noisy(d, meta).to_numpy())
     data = measured(data[data["pass"].astype(str) != "decode"])
     if not len(data):
         return []
     colours = palette(df["impl"].astype(str))
-    return render_charts(data, chart_specs(data, a, baseline), out_dir, colours, skipped)
+    return render_charts(data, chart_specs(data, a, baseline), out_dir, colours, skipped, svg)

@@ -126,18 +126,24 @@ def noise_reasons(df: pd.DataFrame, meta: dict[str, Any]) -> pd.Series:
       whose n_samples counts sampled steps);
     - ``other processes used 35% CPU``: ``cpu_other_busy_pct`` > :data:`NOISY_CPU_BUSY_PCT`.
 
-    Missing columns or values (older runs) never make a point noisy.
+    A single-call point (``single_call``: the suite measures a call of ``single_call_s`` or longer
+    by that one call) has one sample and no noise estimate by design: only a busy CPU makes it
+    noisy. Missing columns or values (older runs) never make a point noisy.
     """
     if not len(df):
         return pd.Series("", index=df.index, dtype=object)
     ok = df["status"].astype(str).eq("ok") if "status" in df.columns else pd.Series(True, index=df.index)
     parts: list[pd.Series] = []
+    single = (
+        df["single_call"].astype(object).eq(True) if "single_call" in df.columns else pd.Series(False, index=df.index)
+    )
     if "converged" in df.columns:
-        parts.append(pd.Series("", index=df.index).where(~df["converged"].astype(object).eq(False), "did not converge"))
+        unconverged = df["converged"].astype(object).eq(False) & ~single
+        parts.append(pd.Series("", index=df.index).where(~unconverged, "did not converge"))
     need = min_samples(meta)
     if need is not None and "n_samples" in df.columns:
         n = col(df, "n_samples")
-        few = (n < need) & ~df["pass"].astype(str).eq("decode")
+        few = (n < need) & ~df["pass"].astype(str).eq("decode") & ~single
         parts.append(pd.Series("", index=df.index).where(~few, n.map(lambda v: f"{v:.0f} of {need} samples")))
     if "cpu_other_busy_pct" in df.columns:
         busy = col(df, "cpu_other_busy_pct")

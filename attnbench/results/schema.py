@@ -45,10 +45,18 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "calls_per_sample": ("", "calls timed together in one sample"),
     "warmup_calls": ("", "untimed calls before sampling"),
     "timer": ("", "cpu-perf-counter or cuda-event"),
+    "single_call": (
+        "bool",
+        "the first call took [timing] single_call_s or longer: that one call is the sample, the peak memory "
+        "(mem_method rss-hwm-single-call) and, for fwdbwd, the output checked",
+    ),
     "threads": ("", "torch intra-op threads"),
     "input_mib": ("MiB", "memory of q, k, v and the upstream gradient"),
     "peak_mib": ("MiB", "peak memory of one call beyond what existed before it (inputs excluded)"),
-    "mem_method": ("", "how peak_mib was measured: rss-hwm or torch-allocator on CPU, cuda-allocator on GPU"),
+    "mem_method": (
+        "",
+        "how peak_mib was measured: rss-hwm, rss-hwm-single-call or torch-allocator on CPU, cuda-allocator on GPU",
+    ),
     "reference": ("", "what the float64 reference was (the family reference, or its chunked form past N=4096)"),
     "checked_by": ("", "the point whose run produced this verdict (passes of one impl on the same inputs share it)"),
     "err_out": ("ratio", "||out - ref|| / ||ref|| against the float64 reference"),
@@ -100,6 +108,24 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "throttle_reasons": ("", "clock event reasons seen (comma-separated; gpu_idle etc. included)"),
     "throttled": ("bool", "a throttling reason (power cap, thermal, sync boost, ...) was seen while timing"),
     "telemetry_samples": ("", "NVML readings taken while timing (about every 10 ms)"),
+    # CPU telemetry while the point was timed (attnbench.measure.cpu_telemetry); None off Linux
+    "cpu_other_busy_pct": (
+        "%",
+        "CPU time other processes used while timing, % of all CPUs' time (/proc/stat busy minus the worker's own; "
+        "report.frame.noisy flags > 10)",
+    ),
+    "cpu_self_busy_pct": ("%", "the worker's own CPU time while timing, % of all CPUs' time"),
+    "cpu_steal_pct": (
+        "%",
+        "time the hypervisor gave to other virtual machines while timing (steal), % of all CPUs' time",
+    ),
+    "load_avg_1m": ("", "1-minute load average at the end of the timing window (counts the worker's own threads)"),
+    "cpu_mhz_mean": (
+        "MHz",
+        "mean CPU clock over all CPUs at both ends of the timing window (cpufreq, else /proc/cpuinfo)",
+    ),
+    "cpu_mhz_min": ("MHz", "lowest CPU clock read at either end of the timing window"),
+    "cpu_window_s": ("s", "wall time of the timing window the CPU telemetry covers (warm-up and samples)"),
     # roofline (attnbench.measure.roofline), against the run's calibrated peaks (metadata "peaks")
     "model_flops": ("FLOP", "modelled FLOPs of one call (family, pass, shape, causal)"),
     "model_bytes": ("B", "modelled minimal bytes read + written by one call"),

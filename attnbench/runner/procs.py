@@ -8,12 +8,14 @@ start, and still gets a clean process. The main process never imports CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import multiprocessing.forkserver as forkserver
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,25 @@ def restart_forkserver() -> None:
     stop = getattr(forkserver._forkserver, "_stop", None)  # noqa: SLF001 (stdlib private, present since 3.8)
     if stop is not None:
         stop()
+
+
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """While a child starts, hide the main module's file and spec from multiprocessing: it would
+    otherwise re-import the parent's main module in every worker (the attnbench script, hence
+    the CLI and typer: 0.04 s of CPU per point, 0.26 s of wall time on a loaded 2-core machine).
+    The targets are ``module:function`` names, never ``__main__`` objects."""
+    main = sys.modules.get("__main__")
+    saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def signal_name(code: int) -> str:
@@ -83,7 +104,8 @@ def run_child(
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_call, args=(target, *args, send), daemon=True)
     started = time.perf_counter()
-    proc.start()
+    with _main_not_reimported():
+        proc.start()
     send.close()
     out = ChildResult()
     deadline = started + deadline_s

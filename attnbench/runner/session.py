@@ -60,6 +60,7 @@ class RunRequest:
     timeout: float | None = None
     cuda_graph: bool | None = None
     l2_flush: bool | None = None
+    impl_files: tuple[str, ...] = ()  # `--impl file.py:function`, as /abs/file.py:function
 
     def validate(self) -> None:
         """Option values that are wrong whatever the suite (before anything is created)."""
@@ -254,6 +255,7 @@ def _create(request: RunRequest, remote: Callable[[Any], str] | None = None) -> 
         ),
         telemetry=facts["telemetry_config"],
         peaks=facts["peaks"],
+        impl_files=request.impl_files,
     )
     plan_meta = {
         "suite": {"name": suite.name, "path": suite.path, "description": suite.description, "source": suite.source},
@@ -318,6 +320,7 @@ def _options_doc(options: RunOptions) -> dict[str, Any]:
         "timing": options.timing.to_table(),
         "tolerance": dict(options.tolerance),
         "cuda": asdict(options.cuda),
+        "impl_files": list(options.impl_files),
     }
 
 
@@ -343,6 +346,7 @@ def _reopen(request: RunRequest, resume: Path, remote: Callable[[Any], str] | No
     device = resolve_device(plan.meta["device"]) if remote is None else str(plan.meta["device"])
     doc = meta.get("options")
     if doc:  # every option as the run was started (schema 2)
+        registry.load_file_impls(doc.get("impl_files") or ())
         timing = TimingConfig.from_table(doc["timing"])
         options = RunOptions(
             device=device,
@@ -353,6 +357,7 @@ def _reopen(request: RunRequest, resume: Path, remote: Callable[[Any], str] | No
             cuda=CudaTimerOptions(**doc.get("cuda", {})),
             telemetry=meta.get("telemetry_config"),
             peaks=meta.get("peaks"),
+            impl_files=tuple(doc.get("impl_files") or ()),
         )
     else:  # a run written before options were stored: the plan's timing, today's defaults otherwise
         timing = TimingConfig.from_table(plan.meta.get("timing") or {})

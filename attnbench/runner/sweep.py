@@ -80,6 +80,22 @@ def plan_rounds(points: list[Point], rounds: int, done: set[tuple[str, int]]) ->
     return [(p, r) for r in range(rounds) for p in points if (p.point_id, r) not in done and not (r > 0 and p.skip)]
 
 
+def wants_round(rnd: int, first_round_s: float | None, max_s: float | None) -> bool:
+    """Whether round ``rnd`` of a point runs, given its first round's wall time (None: not run
+    yet; ``inf``: it was skipped, e.g. its impl cannot run here): later rounds only while that
+    was under ``[timing] extra_rounds_max_s`` (None: always, unless skipped)."""
+    if rnd == 0 or first_round_s is None:
+        return True
+    return first_round_s != float("inf") and (max_s is None or first_round_s < max_s)
+
+
+def _first_s(record: Record) -> float:
+    """A first round's wall time for :func:`wants_round` (``inf`` when it was skipped)."""
+    if record.status is Status.SKIPPED:
+        return float("inf")
+    return float(record.row.get("wall_s") or 0.0)
+
+
 def run_points(
     run_dir: RunDir,
     todo: list[tuple[Point, int]],
@@ -92,12 +108,16 @@ def run_points(
 ) -> list[Record]:
     """Run each (point, round) of ``todo`` in a fresh worker (points with ``skip`` set become
     skipped rows without one), append each record to the journal at once and call
-    ``on_done(record)``. Returns the records. ``columns`` (where the point ran: host, device)
-    are added to every row; ``write`` replaces the append to the run's journal (a Slurm shard
-    writes its own journal)."""
+    ``on_done(record)``. Later rounds of a long point are left out (:func:`wants_round`).
+    Returns the records. ``columns`` (where the point ran: host, device) are added to every row;
+    ``write`` replaces the append to the run's journal (a Slurm shard writes its own journal)."""
     records = []
     last_round: int | None = None
+    max_s = options.timing.extra_rounds_max_s
+    first_s = {r.point_id: _first_s(r) for r in journal.load(run_dir) if r.round == 0}
     for point, rnd in todo:
+        if not wants_round(rnd, first_s.get(point.point_id), max_s):
+            continue
         if last_round is not None and rnd != last_round:
             procs.restart_forkserver()
         last_round = rnd
@@ -112,6 +132,8 @@ def run_points(
             write(record)
         else:
             journal.append(run_dir, record)
+        if rnd == 0:
+            first_s[point.point_id] = _first_s(record)
         records.append(record)
         if on_done is not None:
             on_done(record)

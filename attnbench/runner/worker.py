@@ -27,6 +27,7 @@ if torch.cuda.is_initialized():  # a forked child of an initialised CUDA context
 def main(point: Point, options: RunOptions, conn: Any) -> None:
     """Worker process entry: measure, send the timing ahead of the check, then the record."""
     try:
+        registry.load_file_impls(options.impl_files)  # `--impl file.py:function`: not in the fork server
         record = measure_point(point, options, send=conn.send)
     except BaseException as exc:  # report anything, even KeyboardInterrupt, as this point's row
         status = Status.OOM if is_oom(exc) else Status.ERROR

@@ -103,12 +103,18 @@ class Timing(_Strict):
     max_time_s: PosFloat | None = None
     target_rel_noise: PosFloat | None = None
     block_min_s: PosFloat | None = None
+    single_call_s: PosFloat | None = Field(
+        default=None, description="a point whose first call takes this long is measured by that one call"
+    )
     clock: Literal["wall", "process"] | None = Field(default=None, description="process needs threads = 1")
     memory: Literal["rss", "allocator"] | None = None
     rounds: PosInt | None = Field(default=None, description="worker processes per point")
     timeout_s: PosFloat | None = None
     check_timeout_s: PosFloat | None = None
     threads: PosInt | None = Field(default=None, description="torch threads per worker this suite requires")
+    extra_rounds_max_s: PosFloat | None = Field(
+        default=None, description="rounds after the first only for points whose first round took less (seconds)"
+    )
 
 
 class SuiteFile(_Strict):

@@ -19,8 +19,10 @@ import torch
 from attnbench.impls import registry
 from attnbench.impls.registry import ImplSpec
 from attnbench.measure import correctness, verdict_cache
+from attnbench.measure.cpu_telemetry import CpuWindow
 from attnbench.measure.cuda_timer import graph_refusal, time_cuda
 from attnbench.measure.inputs import Inputs, make_inputs, make_pass
+from attnbench.measure.memory import cpu_peak_mib
 from attnbench.measure.passes.base import MIB, Measured, PassMeasure, peak_columns
 from attnbench.measure.roofline import roofline_columns
 from attnbench.measure.stats import summarize
@@ -46,14 +48,26 @@ class KernelPass(PassMeasure):
         inp = make_inputs(point)
         row: dict[str, Any] = {"input_mib": inp.nbytes() / MIB}
         fn = make_pass(spec.fn, inp, point, params)
+        leaves: list[Any] = []
+
+        def check_call() -> Any:
+            if not leaves:  # made before any memory baseline
+                leaves.extend(correctness.check_leaves(inp, spec.backward))
+            return correctness.run_impl_for_check(spec.fn, leaves, inp.g, point.causal, params, spec.backward)
+
+        first = _first_call(point, options, check_call if point.pass_ is Pass.FWDBWD else fn)
+        if first is not None and point.pass_ is Pass.FWDBWD:  # its first call may be the check's
+            leaves.extend(correctness.check_leaves(inp, spec.backward))
         window = TimedWindow()
         # NVML sampler thread (a no-op when off): readings inside the timed window count, then a
         # dedicated back-to-back block of calls gives the energy per call
         with PointTelemetry(dict(options.telemetry) if options.telemetry else None) as tele:
-            timing = _time(point, fn, options, window)
+            with CpuWindow() as cpu:  # other processes' CPU use, load, clock (attnbench.measure.cpu_telemetry)
+                timing = _time(point, fn, options, window, first)
             sync = torch.cuda.synchronize if point.device == "cuda" else _no_sync
             tele.energy_block(window.timed_fn or fn, sync=sync)
         stats = summarize(timing.samples_ms)
+        row.update(cpu.columns())
         row.update(tele.columns(window=window))
         row.update(
             roofline_columns(
@@ -68,18 +82,19 @@ class KernelPass(PassMeasure):
             calls_per_sample=timing.calls_per_sample,
             warmup_calls=timing.warmup_calls,
             timer=timing.timer,
+            single_call=timing.single_call,
             **timing.extra,
         )
         del fn
-        leaves = correctness.check_leaves(inp, spec.backward)
-
-        def check_call() -> Any:
-            return correctness.run_impl_for_check(spec.fn, leaves, inp.g, point.causal, params, spec.backward)
-
         got = None
-        if point.pass_ is Pass.FWDBWD:
+        if timing.single_call and first is not None:  # that one call gave the memory (and the check's output)
+            mem, got = first.mem, first.result if point.pass_ is Pass.FWDBWD else None
+        elif point.pass_ is Pass.FWDBWD:
+            if not leaves:
+                leaves.extend(correctness.check_leaves(inp, spec.backward))
             mem, got = peak_columns(point.device, check_call, options.timing.memory)
         else:
+            leaves.extend(correctness.check_leaves(inp, spec.backward))
             mem, _ = peak_columns(point.device, make_pass(spec.fn, inp, point, params), options.timing.memory)
         row.update(mem)
         return Measured(row, timing.samples_ms, ctx=(inp, got, check_call))
@@ -109,11 +124,38 @@ def _check(spec: ImplSpec, inp: Inputs, point: Point, options: RunOptions, got: 
     }
 
 
+class _FirstCall:
+    """The timer's first call with the resident high-water mark read around it (glibc's settings
+    untouched, so the call is timed as any other): if the call is long enough to be the point's
+    one sample (``single_call_s``), its peak memory and result are kept too."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.mem: dict[str, Any] = {}
+        self.result: Any = None
+
+    def __call__(self) -> Any:
+        peak, method, self.result = cpu_peak_mib(self.call, tune_malloc=False)
+        self.mem = {"peak_mib": peak, "mem_method": f"{method}-single-call" if peak is not None else method}
+        return self.result
+
+
+def _first_call(point: Point, options: RunOptions, call: Any) -> _FirstCall | None:
+    """The first-call reader where a long first call may be the whole measurement: CPU points
+    of a suite with ``single_call_s`` and RSS memory (the allocator method needs its profiler)."""
+    t = options.timing
+    if point.device != "cpu" or t.timer.single_call_s is None or t.memory != "rss" or point.pass_ is Pass.BWD:
+        return None
+    return _FirstCall(call)
+
+
 def _no_sync() -> None:
     """CPU work is done when the call returns."""
 
 
-def _time(point: Point, fn: Any, options: RunOptions, window: TimedWindow) -> TimingResult:
+def _time(
+    point: Point, fn: Any, options: RunOptions, window: TimedWindow, first: _FirstCall | None = None
+) -> TimingResult:
     tcfg = options.timing.timer
     if point.device == "cuda":
         return time_cuda(
@@ -127,7 +169,10 @@ def _time(point: Point, fn: Any, options: RunOptions, window: TimedWindow) -> Ti
     if options.timing.clock == "process":
         # CPU time of this process: other processes on a shared machine do not inflate it
         # (it sums all threads, so it is the latency only with one thread)
-        res = time_cpu(fn, tcfg, clock=time.process_time_ns, window=window)
+        res = time_cpu(fn, tcfg, clock=time.process_time_ns, window=window, first=first)
         res.timer = "cpu-process-time"
         return res
-    return time_cpu(fn, tcfg, window=window)
+    res = time_cpu(fn, tcfg, window=window, first=first)
+    if first is not None and not res.single_call:
+        first.result = None  # a warm-up call only: free its output before the memory baseline
+    return res
