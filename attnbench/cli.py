@@ -10,7 +10,9 @@ from attnbench.commands.compare import compare
 from attnbench.commands.env import env_cmd
 from attnbench.commands.export import export
 from attnbench.commands.list_ import list_cmd
+from attnbench.commands.profile import profile
 from attnbench.commands.report import report
+from attnbench.commands.repro import repro
 from attnbench.commands.run import run
 from attnbench.commands.suite import suite_app
 
@@ -29,6 +31,8 @@ app.command("export")(export)
 app.add_typer(baseline_app, name="baseline")
 app.command("report")(report)
 app.add_typer(suite_app, name="suite")
+app.command("profile")(profile)
+app.command("repro")(repro)
 
 
 def main() -> None:
