@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from attnbench.commands._common import user_errors
 from attnbench.errors import UserError
+
+if TYPE_CHECKING:  # torch-free names for the annotations only
+    from attnbench.profile.driver import Profiled
+    from attnbench.profile.target import Target
 
 EXIT_FAILED = 1
 DEFAULT_TIMEOUT_S = 900.0
@@ -89,7 +93,7 @@ def choose(
     device: str | None,
     params: list[str],
     threads: int | None,
-) -> Any:
+) -> Target:
     """The target: ``RUN_DIR POINT_ID`` or ``--impl ...``, never both (one-line errors)."""
     from attnbench.profile import target
 
@@ -118,7 +122,7 @@ def choose(
     return tgt
 
 
-def report(res: Any, limit: int) -> str:
+def report(res: Profiled, limit: int) -> str:
     """What the command prints: the times, the table, memory, the files and the commands."""
     from attnbench.fmt import fmt_mib, fmt_ms, fmt_pct
     from attnbench.profile import top
@@ -132,10 +136,15 @@ def report(res: Any, limit: int) -> str:
     lines.append(f"measured {fmt_ms(m['median_ms'])} per call, median of {m['samples']} without the profiler ({where})")
     if run_ms:
         lines.append(f"run      {fmt_ms(run_ms)} per call, as stored in {terminal_safe(res.target.run_dir)}")
-    lines.append(f"profiled {prof['calls']} calls, {fmt_ms(prof['call_ms_median'])} per call (median)")
+    block = prof.get("unprofiled_block", 1)
+    beside = f"{block} unprofiled call{'s' if block != 1 else ''}"
+    lines.append(
+        f"profiled {prof['calls']} calls, each after {beside}: {fmt_ms(prof['call_ms_median'])} and "
+        f"{fmt_ms(res.beside_ms)} per call (medians)"
+    )
     kind = "kernels' device" if point.device == "cuda" else "ops' self"
-    share = 100 * res.self_sum_ms / res.measured_ms if res.measured_ms else None
-    lines.append(f"table    the {kind} times sum to {fmt_ms(res.self_sum_ms)} per call: {fmt_pct(share)} of measured")
+    pct = fmt_pct(100 * res.self_sum_ms / res.beside_ms if res.beside_ms else None)
+    lines.append(f"table    the {kind} times sum to {fmt_ms(res.self_sum_ms)} per call: {pct} of the unprofiled calls")
     lines += ["", top.render(res.rows, point.device, limit), ""]
     mem = data["memory"]
     during = f" in {terminal_safe(' > '.join(mem['during']))}" if mem.get("during") else ""

@@ -124,12 +124,10 @@ def from_options(
         key, vals = parse_set(s)
         if len(vals) != 1:
             raise UserError(f"--set {s!r}: profile takes one point; give one value for {key}")
-        if key in ("impl", "pass", "P", "T"):
-            raise UserError(
-                f"--set {s!r}: give {key} with --{key.lower()}"
-                if key in ("impl", "pass")
-                else f"--set {s!r}: decode points (P, T) are not profiled; profile covers fwd, bwd and fwdbwd"
-            )
+        if key in ("impl", "pass"):
+            raise UserError(f"--set {s!r}: give {key} with --{key}")
+        if key in ("P", "T"):
+            raise UserError(f"--set {s!r}: decode points (P, T) are not profiled; profile covers fwd, bwd and fwdbwd")
         values[key] = vals[0]
     if pass_ is not None:
         _key, vals = parse_set(f"pass={pass_}")

@@ -2,8 +2,8 @@
 share of the point's measured time and the FLOPs torch's counters give (matmuls, convolutions;
 elementwise ops have none). Printed in 80 columns, saved as CSV, JSON and Markdown.
 
-Times are per call of the pass (the profile's totals divided by the number of profiled calls),
-in ms; ``share`` is a fraction of the point's measured median (timed without the profiler).
+Times are per call of the pass, in ms (see :func:`rows_from_events`); ``share`` is a fraction of
+the median of the calls timed without the profiler beside the profiled ones.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class TopRow:
     """One op or kernel. ``calls``, ``self_ms``, ``total_ms`` and ``flops`` are per call of the
     pass; ``share`` = self_ms / the point's median; ``flops_per_s`` = flops / self time."""
 
-    kind: str  # "op" (host self time) or "kernel" (device time)
+    kind: str  # "op" (host self time), "kernel" (device time) or "python" (a frame, with --stack)
     name: str
     calls: float
     self_ms: float
@@ -40,11 +40,16 @@ class TopRow:
     flops_per_s: float | None
 
 
-def rows_from_events(events: list[OpEvent], calls: int, point_ms: float | None) -> list[TopRow]:
-    """One row per (kind, name), by self time: per call, the median over the profiled calls of
-    its calls, self and total time (a call the machine slowed down does not skew the table);
-    FLOPs are the same every call (their mean)."""
+def rows_from_events(
+    events: list[OpEvent], calls: int, point_ms: float | None, flops: dict[str, float] | None = None
+) -> list[TopRow]:
+    """One row per (kind, name), by self time, per call of the pass. Each kind's time per call is
+    the median over the profiled calls of its total (a call the machine slowed down does not
+    skew it), split among the ops in proportion to their time over all the calls: the rows of
+    a kind sum exactly to that median. ``calls`` per row is the median count. FLOPs per call by
+    op name: ``flops`` (from a detailed profile), else the events' own."""
     per: dict[tuple[str, str], list[list[float]]] = {}
+    kind_call: dict[str, list[float]] = {}
     for e in events:
         acc = per.setdefault((e.kind, e.name), [[0.0, 0.0, 0.0, 0.0] for _ in range(calls)])
         a = acc[e.call]
@@ -52,25 +57,36 @@ def rows_from_events(events: list[OpEvent], calls: int, point_ms: float | None) 
         a[1] += e.self_us
         a[2] += e.total_us
         a[3] += e.flops
+        kind_call.setdefault(e.kind, [0.0] * calls)[e.call] += e.self_us
+    scale = {k: statistics.median(v) / sum(v) if sum(v) > 0 else 0.0 for k, v in kind_call.items()}
     rows = []
     for (kind, name), acc in per.items():
-        count, self_us, total_us = (statistics.median(a[k] for a in acc) for k in range(3))
-        flops = sum(a[3] for a in acc) / calls or None
-        self_ms = self_us / 1e3
+        self_ms = sum(a[1] for a in acc) * scale[kind] / 1e3
+        flop = (flops or {}).get(name) if flops is not None else sum(a[3] for a in acc) / calls
+        flop = flop or None
         rows.append(
             TopRow(
                 kind=kind,
                 name=name,
-                calls=count,
+                calls=statistics.median(a[0] for a in acc),
                 self_ms=self_ms,
-                total_ms=total_us / 1e3,
+                total_ms=sum(a[2] for a in acc) * scale[kind] / 1e3,
                 share=self_ms / point_ms if point_ms else None,
-                flops=flops,
-                flops_per_s=flops / (self_ms / 1e3) if flops and self_ms > 0 else None,
+                flops=flop,
+                flops_per_s=flop / (self_ms / 1e3) if flop and self_ms > 0 else None,
             )
         )
     rows.sort(key=lambda r: r.self_ms, reverse=True)
     return rows
+
+
+def flops_per_call(events: list[OpEvent], calls: int) -> dict[str, float]:
+    """FLOPs per call of each op that torch counts them for (by name)."""
+    out: dict[str, float] = {}
+    for e in events:
+        if e.flops:
+            out[e.name] = out.get(e.name, 0.0) + e.flops / calls
+    return out
 
 
 def busy_kind(device: str) -> str:
@@ -98,10 +114,10 @@ def _cut(text: str, width: int) -> str:
 def render(rows: list[TopRow], device: str, limit: int = 15, width: int = WIDTH) -> str:
     """The table as text lines of at most ``width`` columns: the first ``limit`` rows, a line for
     the rest, and the sum of the self times."""
-    kinds = device == "cuda"
+    kinds = device == "cuda" or any(r.kind != "op" for r in rows)
     num = [("calls", 5), ("self", 9), ("total", 9), ("share", 7), ("FLOP/s", 13)]
     name_w = width - sum(w + 1 for _, w in num) - (7 if kinds else 0)
-    head = ("kind   " if kinds else "") + f"{'op or kernel' if kinds else 'op':<{name_w}}"
+    head = ("kind   " if kinds else "") + f"{'name' if kinds else 'op':<{name_w}}"
     lines = [head + "".join(f" {h:>{w}}" for h, w in num)]
     for r in rows[:limit]:
         cells = [
@@ -150,9 +166,10 @@ def markdown(rows: list[TopRow], header: dict[str, Any]) -> str:
         f"## Top ops: {md_escape(header.get('point_id', ''))}",
         "",
         md_escape(
-            f"{header.get('calls')} profiled calls on {header.get('device')}; per call: measured median "
-            f"{fmt_ms(header.get('point_ms'))} (no profiler), self times sum to {fmt_ms(header.get('self_sum_ms'))}; "
-            "share = self time / measured median."
+            f"{header.get('calls')} profiled calls on {header.get('device')}, each beside calls timed without the "
+            f"profiler (median {fmt_ms(header.get('point_ms'))}); per call (the median call's op time, split as over "
+            "all calls): "
+            f"self times sum to {fmt_ms(header.get('self_sum_ms'))}; share = self time / that median."
         ),
         "",
         "| kind | name | calls | self | total | share | FLOPs | FLOP/s |",

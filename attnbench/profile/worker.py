@@ -1,10 +1,11 @@
 """What runs in the profile's (or the repro's) own worker process, forked like any point of a
 run (:func:`attnbench.runner.procs.run_child`): the impl, the inputs from the seed, the pass.
 
-:func:`profile_main`, in order: time the pass without the profiler (the run's timer and
-threads; before and after the profile, samples pooled, so a machine that changes speed
-meanwhile shows in both), record the profiled calls and write the trace, one more call for the
-memory timeline, then the output and gradients for the repro bundle's checksums.
+:func:`profile_main`, in order: time the pass without the profiler (the run's timer, clock and
+threads: the *measured* time), the profiled calls for the top table, each beside a block of
+calls timed without the profiler (:func:`attnbench.profile.trace.record_paired`: the table's
+shares are of those), the detailed profile written as the trace (shapes, FLOPs), one more call
+for the memory timeline, then the output and gradients for the repro bundle's checksums.
 :func:`checksum_main`: only the last step. Each sends one dict: ``status`` ok, or skipped /
 error / oom with a one-line ``error``; files go to the directory the parent named.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from attnbench.measure.inputs import make_inputs, make_pass
 from attnbench.measure.passes import KernelPass
 from attnbench.measure.passes.base import is_oom, one_line
 from attnbench.measure.stats import summarize
-from attnbench.measure.timer import TimerConfig, time_cpu
+from attnbench.measure.timer import TimerConfig, TimingResult, time_cpu
 from attnbench.point import Point, RunOptions, Status
 from attnbench.profile import memory, top, trace
 from attnbench.profile.repro_script import checksums, inputs_sha256
@@ -79,22 +80,30 @@ def profile_point(point: Point, options: RunOptions, settings: dict[str, Any], o
     spec, params = _setup(point, options)
     inp = make_inputs(point)
     fn = make_pass(spec.fn, inp, point, params)
-    half = _half(options.timing.timer)
-    samples = _time(point.device, fn, half, options)
+    timing = _time(point.device, fn, options.timing.timer, options)
+    samples = timing.samples_ms
     calls = int(settings.get("calls") or trace.choose_calls(summarize(samples).median))
-    traced = trace.record(fn, calls, point.device, bool(settings.get("stack")))
-    trace.export(traced, out / names.TRACE)
-    samples += _time(point.device, fn, half, options)
+    lean = trace.record_paired(fn, calls, point.device, timing.calls_per_sample)
     stats = summarize(samples)
-    rows = top.rows_from_events(traced.events, calls, stats.median)
+    detail_calls = min(calls, trace.DETAILED_CALLS)
+    detailed = trace.record(fn, detail_calls, point.device, detailed=True, with_stack=bool(settings.get("stack")))
+    trace.export(detailed, out / names.TRACE)
+    flops = top.flops_per_call(detailed.events, detail_calls)
+    del detailed  # the profiler's events can be large
+    paired = summarize(lean.unprofiled_ms).median
+    rows = top.rows_from_events(lean.events, calls, paired, flops)
     profiled = {
         "calls": calls,
-        "call_ms": traced.call_ms,
-        "busy_ms": traced.busy_ms,
-        "call_ms_median": summarize(traced.call_ms).median if traced.call_ms else None,
-        "busy_ms_median": summarize(traced.busy_ms).median if traced.busy_ms else None,
+        "call_ms": lean.call_ms,
+        "busy_ms": lean.busy_ms,
+        "unprofiled_ms": lean.unprofiled_ms,
+        "call_ms_median": summarize(lean.call_ms).median,
+        "busy_ms_median": summarize(lean.busy_ms).median,
+        "unprofiled_ms_median": paired,
+        "unprofiled_block": timing.calls_per_sample,
+        "trace_calls": detail_calls,
     }
-    del traced  # the profiler's events can be large
+    del lean
     cuda = point.device == "cuda"
     tl = memory.cuda_timeline(fn, out / names.MEMORY_SNAPSHOT) if cuda else memory.cpu_timeline(fn)
     memory.write_csv(tl, out / names.MEMORY_CSV)
@@ -153,20 +162,10 @@ def impl_import(spec: ImplSpec) -> dict[str, Any]:
     return info
 
 
-def _half(cfg: TimerConfig) -> TimerConfig:
-    """The run's timer with half its time and samples: it runs twice, around the profile."""
-    return replace(
-        cfg,
-        min_time_s=cfg.min_time_s / 2,
-        max_time_s=cfg.max_time_s / 2,
-        min_samples=max(3, (cfg.min_samples + 1) // 2),
-    )
-
-
-def _time(device: str, fn: Any, cfg: TimerConfig, options: RunOptions) -> list[float]:
-    """Per-call samples (ms) without the profiler, with the run's clock."""
+def _time(device: str, fn: Any, cfg: TimerConfig, options: RunOptions) -> TimingResult:
+    """The pass timed without the profiler, by the run's timer and clock."""
     if device == "cuda":
-        return time_cuda(fn, cfg, graph=False, flush_l2=options.cuda.flush_l2).samples_ms
+        return time_cuda(fn, cfg, graph=False, flush_l2=options.cuda.flush_l2)
     if options.timing.clock == "process":
-        return time_cpu(fn, cfg, clock=time.process_time_ns).samples_ms
-    return time_cpu(fn, cfg).samples_ms
+        return time_cpu(fn, cfg, clock=time.process_time_ns)
+    return time_cpu(fn, cfg)
