@@ -90,9 +90,7 @@ def test_profile_directly_prints_an_80_column_table(tmp_path: Path) -> None:
     assert len(table) >= 6 and all(len(x) <= 80 for x in table), table
     assert table[0].split() == ["op", "calls", "self", "total", "share", "FLOP/s"]
     assert any(x.startswith("aten::bmm") and "FLOP/s" in x for x in table)  # FLOPs where torch counts them
-    assert any(
-        x.startswith("table    the ops' self times sum to") and x.endswith("of the unprofiled calls") for x in lines
-    )
+    assert any(x.startswith("table    self times sum to") and x.endswith("of the unprofiled calls") for x in lines)
     assert any(x.startswith("memory   peak") for x in lines)
     assert json.loads((out / "repro" / "point.json").read_text())["run"]["source"] == "attnbench profile (no run)"
     # at a size where the ops outweigh Python's per-op cost, they account for each call
@@ -151,10 +149,11 @@ def test_a_failed_point_of_a_run_fails_again_under_the_profiler(tiny_run: Path, 
 def test_realistic_point_self_times_sum_to_the_measured_time(tmp_path: Path, impl: str, ops: set[str]) -> None:
     """The issue's check at N=4096, fwd+bwd: the table's self times are within 15 % of the point's
     time measured without the profiler, by the calls timed beside the profiled ones (on a shared
-    machine the speed changes between one second and the next; one thread, as two threads
-    suffer far more from other jobs than from the profiler)."""
+    machine the speed changes between one second and the next, by 5x at times: 15 pairs, and one
+    thread, as two threads suffer far more from other jobs than from the profiler)."""
     out = tmp_path / impl
-    res = cli("profile", "--impl", impl, "--set", "N=4096", "--threads", "1", "--out", str(out), "--json", timeout=900)
+    args = ["--impl", impl, "--set", "N=4096", "--threads", "1", "--calls", "15", "--out", str(out), "--json"]
+    res = cli("profile", *args, timeout=900)
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
     assert ops <= trace_names(out / "trace.json")

@@ -8,6 +8,7 @@ Thin: the point comes from :mod:`attnbench.profile.target`, the work from
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,19 +41,19 @@ def profile(
         list[str] | None, typer.Option("--set", help="One value per key, e.g. --set N=4096 (repeatable; with --impl).")
     ] = None,
     pass_: Annotated[
-        str | None, typer.Option("--pass", help="fwd, bwd or fwdbwd (with --impl) [default: fwdbwd].")
+        str | None, typer.Option("--pass", help="fwd, bwd or fwdbwd (with --impl; default fwdbwd).")
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="An impl keyword, e.g. --param chunk_size=32 (repeatable; with --impl).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (with --impl) [default: auto].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (with --impl; default auto).")] = None,
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: the run's; with --impl all cores).")
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Directory to write (default RUN_DIR/profile/<point>/ or ./profiles/<point>/).")
     ] = None,
-    calls: Annotated[int | None, typer.Option(help="Calls to profile (default: about 1 s of calls, 3 to 20).")] = None,
+    calls: Annotated[int | None, typer.Option(help="Calls to profile (default: about 1 s of calls, 5 to 20).")] = None,
     stack: Annotated[
         bool, typer.Option("--stack/--no-stack", help="Record Python stacks in the trace (slower).")
     ] = False,
@@ -132,24 +133,26 @@ def report(res: Profiled, limit: int) -> str:
     m, prof = data["measured"], data["profiled"]
     run_ms = res.target.row.get("time_ms_median")
     lines = [f"profile  {terminal_safe(point.point_id)}"]
-    where = f"on {point.device}, {data['threads']} threads"
+    where = f"on {point.device}, {data['threads']} thread{'s' if data['threads'] != 1 else ''}"
     lines.append(f"measured {fmt_ms(m['median_ms'])} per call, median of {m['samples']} without the profiler ({where})")
     if run_ms:
         lines.append(f"run      {fmt_ms(run_ms)} per call, as stored in {terminal_safe(res.target.run_dir)}")
     block = prof.get("unprofiled_block", 1)
-    beside = f"{block} unprofiled call{'s' if block != 1 else ''}"
-    lines.append(
-        f"profiled {prof['calls']} calls, each after {beside}: {fmt_ms(prof['call_ms_median'])} and "
-        f"{fmt_ms(res.beside_ms)} per call (medians)"
-    )
-    kind = "kernels' device" if point.device == "cuda" else "ops' self"
+    lines.append(f"profiled {prof['calls']} calls, {fmt_ms(prof['call_ms_median'])} per call (median)")
+    each = f"{block} unprofiled call{'s' if block != 1 else ''} each"
+    lines.append(f"beside   {each}: {fmt_ms(res.beside_ms)} per call (median)")
+    kind = "kernel" if point.device == "cuda" else "self"
     pct = fmt_pct(100 * res.self_sum_ms / res.beside_ms if res.beside_ms else None)
-    lines.append(f"table    the {kind} times sum to {fmt_ms(res.self_sum_ms)} per call: {pct} of the unprofiled calls")
+    lines.append(f"table    {kind} times sum to {fmt_ms(res.self_sum_ms)} per call, {pct} of the unprofiled calls")
     lines += ["", top.render(res.rows, point.device, limit), ""]
     mem = data["memory"]
-    during = f" in {terminal_safe(' > '.join(mem['during']))}" if mem.get("during") else ""
-    peak = f"memory   peak {fmt_mib(mem['peak_mib'])} beyond the inputs at {fmt_ms(mem['peak_at_ms'])}"
-    lines.append(f"{peak}{during} ({mem['source']})")
+    peak = (
+        f"memory   peak {fmt_mib(mem['peak_mib'])} beyond the inputs at {fmt_ms(mem['peak_at_ms'])} ({mem['source']})"
+    )
+    lines.append(peak)
+    if mem.get("during"):
+        during = "during " + terminal_safe(" > ".join(mem["during"]))
+        lines += textwrap.wrap(during, 80, initial_indent=" " * 9, subsequent_indent=" " * 11, break_on_hyphens=False)
     lines.append("")
     for name, path in res.files.items():
         lines.append(f"{name + ':':<17}{terminal_safe(path)}")

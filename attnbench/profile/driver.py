@@ -214,8 +214,10 @@ def facts_here(target: Target) -> dict[str, Any]:
 
 def _run_numbers(target: Target) -> dict[str, Any]:
     """The run's stored row of the point, labelled (empty without a run or a row)."""
-    if target.run_dir is None or not target.row:
+    if target.run_dir is None:
         return {}
+    if not target.row:
+        return {"source": f"the run ({target.run_dir}), which has not measured it", "dir": str(target.run_dir)}
     return {"source": f"the run ({target.run_dir})", "dir": str(target.run_dir), **target.row}
 
 

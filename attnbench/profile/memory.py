@@ -220,6 +220,7 @@ def plot(tl: Timeline, path: Path, title: str) -> Path:
                 fontsize=8,
                 va="top",
                 ha="right" if right else "left",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
             )
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xlabel("time since the call began (ms)" if "no times" not in tl.source else "allocator event")

@@ -136,7 +136,7 @@ def render(rows: list[TopRow], device: str, limit: int = 15, width: int = WIDTH)
     rest = rows[limit:]
     if rest:
         lines.append(f"({len(rest)} more, {fmt_ms(sum(r.self_ms for r in rest))} self time in all)")
-    return "\n".join(line[:width] for line in lines)
+    return "\n".join(line[:width].rstrip() for line in lines)
 
 
 def _calls(x: float) -> str:

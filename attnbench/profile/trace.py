@@ -32,12 +32,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 LABEL_PREFIX = "attnbench: call "
 CALL_BUDGET_MS = 1000.0  # profile about this much work by default
-MIN_CALLS, MAX_CALLS = 3, 20
+MIN_CALLS, MAX_CALLS = 5, 20
 DETAILED_CALLS = 2  # calls in the written trace (shapes and FLOPs are the same every call)
 
 
 def choose_calls(point_ms: float, budget_ms: float = CALL_BUDGET_MS) -> int:
-    """Calls to profile: about ``budget_ms`` of them, at least 3 (a median), at most 20 (a trace
+    """Calls to profile: about ``budget_ms`` of them, at least 5 (a median), at most 20 (a trace
     that loads quickly)."""
     if not math.isfinite(point_ms) or point_ms <= 0:
         return MIN_CALLS
