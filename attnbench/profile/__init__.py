@@ -15,10 +15,12 @@ run's journal or tables:
     summary.json           the point, the measured and profiled times, the files
     repro/                 the bundle ``attnbench repro`` writes (repro.py, point.json, env.json, README.md)
 
-Modules, one concern each: :mod:`.target` (which point, which options), :mod:`.worker` (the
-child process), :mod:`.trace`, :mod:`.top`, :mod:`.memory`, :mod:`.nsight`, :mod:`.checksum`
-and :mod:`.repro_script` (the standalone script and the checksum it compares), :mod:`.bundle`
-(writes the repro bundle), :mod:`.links` (the report's list of points worth a look).
+Modules, one concern each: :mod:`.target` (which point, which options), :mod:`.driver` (the
+parent's side: the worker, the files), :mod:`.worker` (the child process), :mod:`.trace` (the
+profiler sessions), :mod:`.top` (the top table), :mod:`.memory` (the timeline and its chart),
+:mod:`.nsight` (nsys and ncu lines), :mod:`.repro_script` (the standalone script, its inputs,
+pass and checksums), :mod:`.bundle` (writes the repro bundle), :mod:`.links` (the report's list
+of failed, slow or noisy points and their commands).
 
 Importing this package is cheap; torch loads in the modules that need it.
 """
