@@ -15,7 +15,9 @@ from attnbench.commands.env import env_cmd
 from attnbench.commands.export import export
 from attnbench.commands.history import history_app
 from attnbench.commands.list_ import list_cmd
+from attnbench.commands.profile import profile
 from attnbench.commands.report import report
+from attnbench.commands.repro import repro
 from attnbench.commands.run import run
 from attnbench.commands.status import status
 from attnbench.commands.suite import suite_app
@@ -55,6 +57,8 @@ app.add_typer(history_app, name="history")
 app.command("report")(report)
 app.add_typer(suite_app, name="suite")
 app.command("doctor")(doctor)
+app.command("profile")(profile)
+app.command("repro")(repro)
 
 
 def main() -> None:

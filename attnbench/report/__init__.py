@@ -84,7 +84,7 @@ def build(
     charts = make_charts(kernel, meta, analysis, chart_dir, baseline, skip_list(kernel), svg)
     decode = decode_section(df, load_steps(Path(run_dir)), chart_dir)
     points = html_report.points_data(df, meta) if "html" in formats else None
-    report = build_report(df, meta, analysis, charts, baseline, decode, points)
+    report = build_report(df, meta, analysis, charts, baseline, decode, points, run_dir=str(run_dir))
     written: dict[str, Path] = {"charts": chart_dir}
     if "md" in formats:
         written["md"] = out_dir / "report.md"

@@ -85,6 +85,36 @@ def header(df: pd.DataFrame, meta: dict[str, Any]) -> list[Fact]:
     return facts
 
 
+def profile_links(df: pd.DataFrame, meta: dict[str, Any], run_dir: str | None) -> tuple[Fact | None, Section | None]:
+    """A header fact and a section (in report.html; report.md stays a short summary) that give
+    each failed, slow or noisy point the commands that profile and reproduce it; (None, None)
+    when there is none."""
+    from attnbench.profile import links
+
+    pts = links.flagged(df, meta)
+    if not len(pts):
+        return None, None
+    where = run_dir or "RUN_DIR"
+    rows = [
+        [p, why, links.profile_command(where, p), links.repro_command(where, p)]
+        for p, why in zip(pts["point_id"].astype(str), pts["why"].astype(str), strict=True)
+    ]
+    kinds = ", ".join(f"{fmt_count(n)} {k}" for k, n in links.kinds(pts).items() if n)
+    fact = Fact(
+        "profile",
+        f"{fmt_count(len(pts))} failed, slow or noisy points ({kinds}): attnbench profile {where} POINT_ID and "
+        f"attnbench repro {where} POINT_ID; each point's two commands in report.html (Profile and reproduce)",
+    )
+    note = (
+        f"slow: {links.SLOW_RATIO:g}× or more above its impl's fitted power law at its N; "
+        + ("RUN_DIR: this run's directory; " if run_dir is None else "")
+        + "profile writes a trace, the top ops and a memory timeline; repro writes a standalone repro.py"
+    )
+    title = "Failed, slow or noisy points and the commands that profile and reproduce each"
+    table = Table("profile-commands", title, ["point", "why", "profile", "reproduce"], rows, note=note, collapsed=True)
+    return fact, Section("profile", "Profile and reproduce", [table], summary=False)
+
+
 def _chart(charts: dict[str, Chart], key: str) -> list[Chart]:
     return [charts[key]] if key in charts else []
 
@@ -97,11 +127,16 @@ def build_report(
     baseline: str | None,
     decode: Section | None = None,
     points: dict[str, Any] | None = None,
+    run_dir: str | None = None,
 ) -> Report:
     """The report model of a run: its decode rows are told in ``decode`` (their section), every
-    other section is about the rest."""
+    other section is about the rest. ``run_dir``: the run's directory as the profile and repro
+    commands should name it (default the placeholder ``RUN_DIR``)."""
     facts = header(df, meta)
     df = df[df["pass"].astype(str) != "decode"]
+    profile_fact, profile = profile_links(df, meta, run_dir)
+    if profile_fact is not None:
+        facts.insert(3, profile_fact)
     suite = meta.get("suite") or {}
     name = suite.get("name", "?") if isinstance(suite, dict) else suite
     desc = suite.get("description", "") if isinstance(suite, dict) else ""
@@ -126,6 +161,8 @@ def build_report(
         detail: list[Table | SkipList] = [scaling_table(a), crossover_table(a), frontier_table(a), correctness_table(a)]
         detail += [t for t in (noisy_table(df, meta), failures_table(a)) if t is not None]
         sections.append(Section("analysis", "Analysis tables", list(detail), summary=False))
+    if profile is not None:
+        sections.append(profile)
     sections.append(Section("environment", "Environment", [environment_table(a)], summary=False))
     return Report(
         title=f"attnbench report: {text(name)} on {text(meta.get('device', '?'))}",
