@@ -44,6 +44,9 @@ class ImplSpec:
     ``supports`` returns ``None`` or the reason a given point (a mapping with B, H, N, D, M,
     dtype, causal, pass) is out of the impl's limits. ``est_bytes`` estimates the working
     memory of a point, so the runner can skip what cannot fit instead of waking the OOM killer.
+    ``prepare`` builds whatever the impl compiles (a C++/CUDA extension) for a device, once,
+    before a sweep and outside any point's timeout; it returns ``None`` or a one-line reason the
+    impl cannot be built.
     """
 
     name: str
@@ -59,6 +62,7 @@ class ImplSpec:
     available: Callable[[str], str | None] | None = None
     supports: Callable[[dict[str, Any]], str | None] | None = None
     est_bytes: Callable[[dict[str, Any]], int] | None = None
+    prepare: Callable[[str], str | None] | None = None
     origin: str = "builtin"
 
     def unavailable_reason(self, device: str) -> str | None:
@@ -117,6 +121,7 @@ def register(
     available: Callable[[str], str | None] | None = None,
     supports: Callable[[dict[str, Any]], str | None] | None = None,
     est_bytes: Callable[[dict[str, Any]], int] | None = None,
+    prepare: Callable[[str], str | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` under ``name`` with its metadata and return ``fn`` unchanged.
 
@@ -140,6 +145,7 @@ def register(
             available=available,
             supports=supports,
             est_bytes=est_bytes,
+            prepare=prepare,
             origin=getattr(fn, "__module__", "builtin") or "builtin",
         )
         _REGISTRY[name] = spec
