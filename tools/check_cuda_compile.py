@@ -34,13 +34,14 @@ SRC = ROOT / "kernels" / "causal_product"
 CU = SRC / "causal_product_cuda.cu"
 DEFAULT_ARCHS = ("sm_80", "sm_90")
 
-# The floor: every kernel keeps at least this many blocks (of 4 warps) resident per SM. The kernels
-# are memory-bound (docs/kernels.md, roofline): an SM hides DRAM latency with the loads of other
-# resident blocks, and each block issues its whole chunk's loads (>= 12 KiB) at once; two blocks keep
-# >= 24 KiB in flight per SM, above the ~15 KiB an H100 SM needs by Little's law (3.35 TB/s x ~600 ns
-# / 132 SMs) and the ~9 KiB of an A100 SM (2.0 TB/s x ~500 ns / 108 SMs).
-MIN_BLOCKS_PER_SM = 2
+# The floor: every kernel keeps at least this many warps resident per SM (2 blocks of 4 warps here).
+# The kernels are memory-bound (docs/kernels.md, roofline): an SM hides DRAM latency with the loads of
+# other resident blocks, and each block issues its whole chunk's loads (>= 12 KiB) at once; two blocks
+# keep >= 24 KiB in flight per SM, above the ~15 KiB an H100 SM needs by Little's law (3.35 TB/s x
+# ~600 ns / 132 SMs) and the ~9 KiB of an A100 SM (2.0 TB/s x ~500 ns / 108 SMs).
+MIN_WARPS_PER_SM = 8
 THREADS = 128  # kCudaThreads
+MIN_BLOCKS_PER_SM = MIN_WARPS_PER_SM // (THREADS // 32)
 WARP_ALLOC_REGS = 256  # registers are allocated per warp in units of 256
 
 
@@ -198,9 +199,9 @@ int main() {
     return table
 
 
-def occupancy(arch: Arch, regs: int, smem: int) -> tuple[int, str]:
-    """Resident blocks per SM of THREADS-thread blocks, and what limits it."""
-    warps = THREADS // 32
+def occupancy(arch: Arch, regs: int, smem: int, warps: int = THREADS // 32) -> tuple[int, str]:
+    """Resident blocks per SM of ``warps``-warp blocks using ``regs`` registers per thread and ``smem``
+    bytes of shared memory, and which limit binds (registers are allocated per warp in 256s)."""
     per_warp = -(-regs * 32 // WARP_ALLOC_REGS) * WARP_ALLOC_REGS
     limits = {
         "warps": arch.max_warps_per_sm // warps,
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"{arch_name}: compile error")
             continue
         rows = parse_ptxas(log)
-        print(f"[{arch_name}] OK, {len(rows)} kernels; floor: >= {MIN_BLOCKS_PER_SM} resident blocks per SM")
+        print(f"[{arch_name}] OK, {len(rows)} kernels; floor: >= {MIN_WARPS_PER_SM} resident warps per SM")
         print(f"  {'kernel':<10} {'dtype':<5} {'W':>3} {'L':>3} {'regs':>4} {'smem KiB':>8} {'spill st/ld':>11} "
               f"{'blocks/SM':>9} {'occupancy':>9}  limit")  # fmt: skip
         for name, _, regs, st, ld in sorted(rows):
