@@ -1,10 +1,13 @@
-"""The CUDA kernels compile (sm_80, sm_90) with nvcc on a machine without a GPU, within their
-resource budget: no spills, at least the occupancy floor (tools/check_cuda_compile.py)."""
+"""The CUDA kernels without a GPU: they compile (sm_80, sm_90) with nvcc within their resource budget
+(no spills, at least the occupancy floor: tools/check_cuda_compile.py), and their code, built for the
+CPU against an emulation of the CUDA features it uses (kernels/causal_product/cuda_emu.h), matches the
+float64 reference."""
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,3 +94,80 @@ def test_shared_memory_plan_fits_two_blocks_on_an_a100():
     for (_, dtype, width), (chunk, nbytes) in table.items():
         assert chunk == (64 if dtype != "fp32" and width == 64 else 32)
         assert 2 * (nbytes + 1024) <= 164 * 1024, (dtype, width, nbytes)
+
+
+# ---------------------------------------------------------------- the CUDA kernel, emulated on CPU
+
+SRC = TOOL.parent.parent / "kernels" / "causal_product"
+DTYPE_CODES = {torch_name: code for code, torch_name in enumerate(("float32", "float16", "bfloat16"))}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """causal_product_cuda.cu built for the CPU with cuda_emu.h: the kernel's own code (grid and tile
+    index arithmetic, fragment loads, masks, barriers, the scan) run by emulated warps."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path_factory.mktemp("emu") / "cuda_emu"
+    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-DCP_CUDA_EMULATE", f"-I{SRC}", "-x", "c++"]
+    cmd += [str(SRC / "causal_product_cuda.cu"), "-x", "none", str(SRC / "cuda_emu_main.cpp"), "-o", str(exe)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
+        pytest.skip("the C++ compiler has no C++20 <barrier>")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return exe
+
+
+def run_emulated(exe: Path, shape: tuple[int, int, int, int, int], dtype: str, seed: int, tmp_path: Path):
+    import numpy as np
+    import torch
+
+    b, h, n, d, m = shape
+    gen = torch.Generator().manual_seed(seed)
+    dt = getattr(torch, dtype)
+    # inputs exactly representable in the kernel's dtype, so the reference sees what the kernel sees
+    q, k = (torch.randn(b, h, n, d, generator=gen).to(dt).float() for _ in range(2))
+    v, g = (torch.randn(b, h, n, m, generator=gen).to(dt).float() for _ in range(2))
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
+    with open(src, "wb") as f:
+        f.write(np.array([b, h, n, d, m, DTYPE_CODES[dtype], 1], dtype=np.int32).tobytes())
+        for t in (q, k, v, g):
+            f.write(t.numpy().astype(np.float32).tobytes())
+    res = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    raw = torch.from_numpy(np.fromfile(dst, dtype=np.float32))
+    sizes = [b * h * n * m, b * h * n, b * h * n * d, b * h * n * d, b * h * n * m]
+    out, _den, dq, dk, dv = torch.split(raw, sizes)
+    return (q, k, v, g), (out, dq, dk, dv)
+
+
+# (B, H, N, D, M): several chunks of 64 (fp16/bf16) or 32 (fp32) tokens with a partial last one,
+# D != M, head dims not a multiple of 16, the width-128 tiles.
+EMU_CASES = [
+    ((1, 2, 150, 32, 20), "float32"),
+    ((1, 1, 150, 64, 64), "float16"),
+    ((2, 1, 70, 16, 24), "bfloat16"),
+    ((1, 1, 45, 100, 3), "float16"),
+    ((1, 1, 70, 128, 128), "float32"),
+]
+EMU_TOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 3e-2}
+
+
+@pytest.mark.parametrize(("shape", "dtype"), EMU_CASES, ids=lambda x: str(x))
+def test_cuda_kernel_emulated_against_reference(emulator, shape, dtype, tmp_path):
+    """The CUDA kernel's code, run on emulated warps, against the float64 quadratic reference: out,
+    dq, dk, dv. fp32 goes through 3xTF32 (close to fp32), fp16/bf16 through 16-bit mma and TF32."""
+    import torch
+
+    from attnbench.impls.linear import linear_quadratic
+
+    (q, k, v, g), got = run_emulated(emulator, shape, dtype, 0, tmp_path)
+    ref_in = [t.double().requires_grad_() for t in (q, k, v)]
+    ref = linear_quadratic(*ref_in, causal=True)
+    ref.backward(g.double())
+    wants = [ref.detach(), *(t.grad for t in ref_in)]
+    for name, x, want in zip(("out", "dq", "dk", "dv"), got, wants, strict=True):
+        err = ((x.double().reshape(want.shape) - want).norm() / want.norm()).item()
+        assert err < EMU_TOL[dtype], f"{name}: relative error {err:.2e} >= {EMU_TOL[dtype]:.0e}"
+    assert all(torch.isfinite(x).all() for x in got)

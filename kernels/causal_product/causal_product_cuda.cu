@@ -20,9 +20,16 @@
 // products with a fp32 operand (a state, G = g / (den + eps), P) run as TF32 mma, because a state
 // summed over a long sequence overflows fp16 and G (~ g / i) underflows it. For fp32 inputs every
 // product is 3xTF32 (a = hi + lo, hi*hi + hi*lo + lo*hi), close to fp32 accuracy on tensor cores.
+#if defined(CP_CUDA_EMULATE)
+#include "cuda_emu.h"  // the CPU emulation used by tests/test_cuda_compile.py (never a real build)
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#define CP_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#define CP_LAUNCH(kern, blocks, threads, smem, stream, ...) \
+  kern<<<static_cast<unsigned>(blocks), threads, smem, stream>>>(__VA_ARGS__)
+#endif
 
 #include <cstdint>
 #include <type_traits>
@@ -60,6 +67,18 @@ __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return
 // ---- tensor-core primitives (PTX ISA: mma.m16n8k16 / m16n8k8 fragment layouts) ----
 // Thread `lane` of a warp holds accumulator elements (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)
 // of a 16 x 8 tile, g = lane / 4, t = lane % 4.
+#if defined(CP_CUDA_EMULATE)
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p, bool trans) { emu::ldmatrix(r, 4, p, trans); }
+__device__ __forceinline__ void ldsm_x2(unsigned (&r)[2], const void* p, bool trans) { emu::ldmatrix(r, 2, p, trans); }
+template <typename Tin>
+__device__ __forceinline__ void mma16(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  if constexpr (sizeof(Tin) == 2) emu::mma16(c, a, b, std::is_same<Tin, __nv_bfloat16>::value);
+}
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  emu::mma_tf32(c, a, b);
+}
+__device__ __forceinline__ unsigned to_tf32(float x) { return emu::to_tf32(x); }
+#else
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -112,6 +131,7 @@ __device__ __forceinline__ unsigned to_tf32(float x) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
   return r;
 }
+#endif
 
 __device__ __forceinline__ bool k_needed(Tri tri, int rt, int k0, int kw) {
   if (tri == Tri::LowerA) return k0 <= rt * 16 + 15;
@@ -615,7 +635,7 @@ constexpr int kMinBlocks = W == 64 ? 4 : 2;
 
 template <typename Tin, int W, Kern K>
 __global__ void __launch_bounds__(kCudaThreads, kMinBlocks<W>) chunk_kernel(CudaArgs a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  CP_DYNAMIC_SMEM(smem);
   Block<Tin, W, K> b(a, smem);
   b.run_kernel();
 }
@@ -652,7 +672,7 @@ cudaError_t launch(const CudaArgs& a, cudaStream_t st) {
   cudaError_t err = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, p.bytes);
   if (err != cudaSuccess) return err;
   const long long blocks = (long long)a.B * a.H * ((a.N + L - 1) / L);
-  kern<<<static_cast<unsigned>(blocks), kCudaThreads, p.bytes, st>>>(a);
+  CP_LAUNCH(kern, blocks, kCudaThreads, p.bytes, st, a);
   return cudaGetLastError();
 }
 
@@ -660,8 +680,8 @@ cudaError_t launch_scan(const CudaArgs& a, bool backward, cudaStream_t st) {
   const long long E = state_record(a.D, a.M, backward);
   const int eblocks = static_cast<int>((E + kScanThreads - 1) / kScanThreads);
   const long long blocks = (long long)a.B * a.H * eblocks;
-  scan_kernel<<<static_cast<unsigned>(blocks), kScanThreads, 0, st>>>(a.work, static_cast<int>(cuda_chunks(a)), E,
-                                                                         backward ? E / 2 : E, eblocks);
+  CP_LAUNCH(scan_kernel, blocks, kScanThreads, 0, st, a.work, static_cast<int>(cuda_chunks(a)), E, backward ? E / 2 : E,
+            eblocks);
   return cudaGetLastError();
 }
 
