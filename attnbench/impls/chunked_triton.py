@@ -266,7 +266,8 @@ def _prepare_here() -> int:
             chunked_triton_attention(*xs).sum().backward()
         torch.cuda.synchronize()
     except Exception as exc:  # the reason goes to the parent as the last stdout line
-        print(f"compiling the Triton kernels failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
+        last = (str(exc).strip().splitlines() or [""])[-1]
+        print(f"compiling the Triton kernels failed: {type(exc).__name__}: {last}")
         return 1
     return 0
 
