@@ -18,12 +18,14 @@ from attnbench.impls.linear import linear_quadratic
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
-# (B, H, N, D, M, chunk_size or None for the default); N never a multiple of the chunk, D != M.
+# (B, H, N, D, M, chunk_size or None for the default); N never a multiple of the chunk, D != M, and
+# sequences of many chunks, so the inter-chunk scan (prefix and suffix) carries real states.
 SHAPES = [
     (1, 2, 37, 8, 24, 16),
     (2, 1, 100, 32, 16, 32),
     (1, 1, 70, 20, 40, None),
     (1, 1, 5, 16, 16, 16),  # one partial chunk
+    (1, 1, 150, 16, 16, 16),  # ten chunks
 ]
 SEEDS = (0, 1)
 
@@ -64,10 +66,22 @@ def run_case(b, h, n, d, m, chunk, dtype, seed, *, noncontig_q=False, stride0_gr
     }
 
 
+def zero_dim_errors() -> dict[str, str]:
+    """The message for D = 0 and M = 0, raised before any launch."""
+    found = {}
+    for which, (d, m) in (("D", (0, 4)), ("M", (4, 0))):
+        try:
+            chunked_triton_attention(torch.randn(1, 1, 8, d), torch.randn(1, 1, 8, d), torch.randn(1, 1, 8, m))
+            found[which] = "no error"
+        except ValueError as exc:
+            found[which] = str(exc)
+    return found
+
+
 def main() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("set TRITON_INTERPRET=1")
-    results = {}
+    results: dict = {}
     for dtype in DTYPES:
         for shape in SHAPES:
             for seed in SEEDS:
@@ -75,7 +89,7 @@ def main() -> None:
                 results[cid] = run_case(*shape, dtype, seed)
     results["float32-noncontig-q"] = run_case(1, 2, 45, 16, 24, 16, "float32", 3, noncontig_q=True)
     results["float32-stride0-grad"] = run_case(1, 2, 45, 16, 24, 16, "float32", 4, stride0_grad=True)
-    print(json.dumps(results))
+    print(json.dumps({"cases": results, "zero_dim": zero_dim_errors()}))
 
 
 if __name__ == "__main__":

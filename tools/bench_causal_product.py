@@ -1,7 +1,9 @@
-"""Benchmark the compiled causal-product kernel on CPU: time, peak memory, share of the mm rate.
+"""Benchmark the compiled causal-product kernel on CPU: time, peak memory, share of the mm rate; and
+the roofline prediction of the CUDA kernels on an A100 and an H100 (docs/kernels.md).
 
     PYTHONPATH=. python tools/bench_causal_product.py [--impl linear-causal-cpu] [--threads 2]
         [--ns 1024,2048,4096,8192,16384] [--memory-baseline linear-cumsum]
+    python tools/bench_causal_product.py --roofline [--dtype float32]
 
 Each point runs in a fresh process (so peak memory is its own): VmHWM from /proc/self/status,
 reset by writing 5 to /proc/self/clear_refs once the inputs exist, so "peak MiB" is the working
@@ -102,6 +104,94 @@ def _spawn(args: argparse.Namespace, impl: str, n: int, timing: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# ---- roofline prediction of the CUDA kernels (docs/kernels.md) ----
+# Vendor peaks (dense, no sparsity): NVIDIA A100 80GB SXM and H100 SXM5 datasheets. fp32_lanes: FP32
+# lanes per SM sub-partition (a warp's FMA issues in 32 / lanes cycles), for the old kernel's model.
+GPUS = {
+    "A100": {"bw": 2.039e12, "fp32": 19.5e12, "tf32": 156e12, "f16": 312e12, "clock": 1.41e9, "fp32_lanes": 16},
+    "H100": {"bw": 3.35e12, "fp32": 66.9e12, "tf32": 494.7e12, "f16": 989.4e12, "clock": 1.98e9, "fp32_lanes": 32},
+}
+LAUNCH_FLOOR_S = 2e-6  # no kernel takes less than this, however little it moves
+
+
+def _pad16(x: int) -> int:
+    return (x + 15) // 16 * 16
+
+
+def new_kernel_model(n: int, d: int, m: int, eb: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Per pass, per kernel: (bytes, 16-bit-mma FLOPs, TF32 FLOPs) per (batch x head) sequence of n
+    tokens, from the kernels' own chunk length, state records and products (causal_product_cuda.cu)."""
+    dp, mp = _pad16(d), _pad16(m)
+    chunk = 64 if eb == 2 and max(dp, mp) <= 64 else 32
+    nc = -(-n // chunk)
+    rec = (dp * mp + dp) * 4  # bytes of one chunk's state record (S, z) or (R, r)
+    tri = (chunk + 16) / (2 * chunk)  # share of the causal L x L tiles computed (16 x 8 tiles, k in 16s)
+    intra_d, intra_m, state = 2 * chunk * d * tri, 2 * chunk * m * tri, 2 * d * m  # FLOPs per token
+    f16 = eb == 2
+    tf32_x = 1 if f16 else 3  # fp32 inputs: every product is 3xTF32
+
+    def k(byt: float, mma16: float, tf32: float) -> tuple[float, float, float]:
+        return byt, (mma16 if f16 else 0.0), (tf32 + (0.0 if f16 else mma16)) * tf32_x
+
+    fwd = [
+        k(n * eb * (d + m) + nc * rec, n * state, 0),  # state_fwd: S_c = Kf^T V
+        k(2 * nc * rec, 0, 0),  # scan
+        k(n * eb * (2 * d + 2 * m) + n * 4 + nc * rec, n * (intra_d + intra_m), n * state),  # out
+    ]
+    bwd = [
+        k(n * eb * (2 * d + 3 * m) + n * 8 + 2 * nc * rec, n * state, n * state),  # state_bwd (+ gd)
+        k(4 * nc * rec, 0, 0),  # scan, prefix and suffix
+        k(n * eb * (3 * d + 2 * m) + n * 8 + nc * rec, 0, n * (intra_m + intra_d + state)),  # dq
+        k(n * eb * (3 * d + 3 * m) + n * 8 + nc * rec, n * intra_d, n * (2 * intra_m + intra_d + 2 * state)),  # dkdv
+    ]
+    return {"fwd": fwd, "fwdbwd": fwd + bwd}
+
+
+def predict_new(gpu: dict, pass_: str, b: int, h: int, n: int, d: int, m: int, eb: int) -> float:
+    """Seconds: each kernel at the larger of its memory time and its math time (tensor-core peaks),
+    at least LAUNCH_FLOOR_S; the B*H sequences share the GPU (the grid has B*H*chunks blocks)."""
+    total = 0.0
+    for byt, mma16, tf32 in new_kernel_model(n, d, m, eb)[pass_]:
+        bh = b * h
+        total += max(bh * byt / gpu["bw"], bh * mma16 / gpu["f16"] + bh * tf32 / gpu["tf32"], LAUNCH_FLOOR_S)
+    return total
+
+
+def predict_old(gpu: dict, pass_: str, n: int, d: int, m: int) -> float:
+    """Seconds for the previous kernel (one block of 64 threads per (batch x head) and 64 state columns,
+    each thread walking all n tokens): per token a thread does 2 x 64 dependent FMAs (update and read-out
+    of its register state column), and a warp's FMA issues every 32 / fp32_lanes cycles. The forward is
+    one such kernel, the backward three (dq, dk, dv) run one after another. Shared-memory staging and
+    the per-tile normaliser are left out, so this is the old kernel's best case."""
+    cycles_per_token = 2 * max(d, m) * 32 / gpu["fp32_lanes"]
+    one = n * cycles_per_token / gpu["clock"]
+    return one if pass_ == "fwd" else 4 * one
+
+
+def roofline_table(dtype: str) -> str:
+    eb = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+    b, h, d, m = 1, 4, 64, 64
+    ns = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+    lines = [
+        f"seqlen suite, CUDA points: B={b}, H={h}, D=M={d}, {dtype}. Predicted ms (new / old kernel).",
+        "",
+        "| N | pass | A100 new | A100 old | H100 new | H100 old | new MB moved | minimal MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in ns:
+        for pass_ in ("fwd", "fwdbwd"):
+            moved = sum(x[0] for x in new_kernel_model(n, d, m, eb)[pass_]) * b * h
+            minimal = eb * b * h * n * ((2 * d + 2 * m) + (0 if pass_ == "fwd" else 4 * d + 3 * m))
+            cells = []
+            for gpu in GPUS.values():
+                cells += [
+                    f"{predict_new(gpu, pass_, b, h, n, d, m, eb) * 1e3:.3f}",
+                    f"{predict_old(gpu, pass_, n, d, m) * 1e3:.2f}",
+                ]
+            lines.append(f"| {n} | {pass_} | " + " | ".join(cells) + f" | {moved / 1e6:.1f} | {minimal / 1e6:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--impl", default="linear-causal-cpu")
@@ -115,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-ns", default="1024,16384", help="N values for the baseline memory points")
     ap.add_argument("--point", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--no-timing", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--roofline", action="store_true", help="print the CUDA kernels' A100/H100 prediction table")
+    ap.add_argument("--dtype", default="float32", help="dtype of the --roofline table")
     args = ap.parse_args(argv)
+    if args.roofline:
+        print(roofline_table(args.dtype))
+        return 0
     args.b, args.h, args.d, args.m = (int(x) for x in args.shape.split(","))
 
     if args.point:

@@ -1,213 +1,110 @@
-"""Compiled causal linear attention (C++/OpenMP on CPU, CUDA on GPU), built on first use.
+"""Compiled causal linear attention (C++/OpenMP on CPU, CUDA on GPU): ``linear-causal-cpu/-cuda``.
 
-The kernels (``kernels/causal_product/``) compute the full normalised causal linear attention
-from the features phi(q), phi(k) (phi = elu + 1 is applied here, by PyTorch, so autograd carries
-the gradient on to raw q and k), with a linear-memory backward (Eq. 13-15): prefix sum for
-d phi(q), suffix sum for d phi(k) and dv, only a D x M state in flight. Sources are compiled with
-``torch.utils.cpp_extension.load`` (ninja) into ``$ATTNBENCH_KERNEL_CACHE`` (default
-``~/.cache/attnbench/kernels``)/<hash of sources, torch version, CPU flags>.
-
-Importing this module builds nothing; :func:`available` reports why a kernel cannot be built.
+The kernels (``kernels/causal_product/``, docs/kernels.md) compute the full normalised causal linear
+attention from raw q, k (phi = elu + 1 is applied on load) with a linear-memory backward returning
+gradients w.r.t. raw q and k: O(N (D + M)) saved per head, never O(N D M). Building and caching them is
+:mod:`attnbench.impls.kernel_build`; its ``prepare`` builds them once before a sweep. Importing this
+module builds nothing; :func:`available` reports why a kernel cannot be built.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
-import shutil
-import sys
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 
-from attnbench.impls.common import check_shapes, feature_map
+from attnbench.impls import kernel_build
+from attnbench.impls.common import check_shapes
 from attnbench.impls.registry import register
+from attnbench.point import DType
 
-SOURCE_DIR_NAME = "causal_product"
-CPU_SOURCES = ("causal_product_cpu.cpp", "causal_product_bindings.cpp")
-CUDA_SOURCES = (*CPU_SOURCES, "causal_product_cuda.cu")
-HEADERS = ("causal_product_math.h", "causal_product_cuda.h")
-# The CUDA kernel holds one state column per thread in registers: D and M are bounded.
+# The CUDA kernel's register tiles hold up to 128 columns: D and M are bounded (kCudaMaxHeadDim).
 CUDA_MAX_HEAD_DIM = 128
 CPU_DTYPES = ("float64", "float32", "float16", "bfloat16")
 CUDA_DTYPES = ("float32", "float16", "bfloat16")
 
-_lock = threading.Lock()
-_modules: dict[str, ModuleType] = {}
-_build_errors: dict[str, str] = {}
-
 
 def source_dir() -> Path | None:
-    """Where the kernel sources are: the repo's ``kernels/`` or an installed wheel's ``kernels_src``."""
-    pkg = Path(__file__).resolve().parent.parent  # attnbench/
-    for root in (pkg.parent / "kernels", pkg / "kernels_src"):
-        d = root / SOURCE_DIR_NAME
-        if all((d / f).is_file() for f in (*CUDA_SOURCES, *HEADERS)):
-            return d
-    return None
-
-
-def _cpu_fingerprint() -> str:
-    """-march=native code must not be reused on another CPU model: key the cache on its flags."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cache_dir(kind: str, src: Path) -> Path:
-    """Build directory for ``kind`` ("cpu" or "cuda"), keyed on sources, torch and the CPU."""
-    h = hashlib.sha256()
-    for name in sorted((*CUDA_SOURCES, *HEADERS)):
-        h.update(name.encode())
-        h.update((src / name).read_bytes())
-    h.update(torch.__version__.encode())
-    h.update(str(torch.version.cuda).encode())
-    h.update(sys.version.encode())
-    h.update(_cpu_fingerprint().encode())
-    h.update(" ".join(_cflags()).encode())
-    root = os.environ.get("ATTNBENCH_KERNEL_CACHE") or str(Path.home() / ".cache" / "attnbench" / "kernels")
-    return Path(root) / f"{kind}-{h.hexdigest()[:16]}"
-
-
-def _cflags() -> list[str]:
-    # -march=native: the extension is built on the machine that runs it (the cache is keyed on the
-    # CPU flags). OpenMP: at::parallel_for's pragma is compiled into this extension.
-    return ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
-
-
-def _why_not_buildable(device: str) -> str | None:
-    if source_dir() is None:
-        return "kernel sources not found (neither kernels/causal_product in the repo nor attnbench/kernels_src)"
-    try:
-        from torch.utils.cpp_extension import verify_ninja_availability
-
-        verify_ninja_availability()
-    except Exception:
-        return "ninja is not installed (pip install ninja) to build the C++ kernel"
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None:
-        return f"no C++ compiler ({cxx!r} not on PATH)"
-    if device == "cuda":
-        if torch.version.cuda is None:
-            return "this torch build has no CUDA"
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-        from torch.utils.cpp_extension import CUDA_HOME
-
-        if CUDA_HOME is None:
-            return "no CUDA toolkit (nvcc) found: set CUDA_HOME"
-    return None
+    """Where the kernel sources are (see :func:`attnbench.impls.kernel_build.source_dir`)."""
+    return kernel_build.source_dir()
 
 
 def available(device: str) -> str | None:
-    """None if the kernel for ``device`` is built or can be built, else the reason."""
-    kind = "cuda" if device == "cuda" else "cpu"
-    if kind in _build_errors:
-        return _build_errors[kind]
-    return _why_not_buildable(kind)
+    """None if the kernel for ``device`` is built or can be built, else the reason (builds nothing)."""
+    kind = kernel_build.kind_of(device)
+    return kernel_build.build_error(kind) or kernel_build.why_not_buildable(kind)
+
+
+def prepare(device: str) -> str | None:
+    """Build the kernel for ``device`` before a sweep (in a child process): None, or why it cannot be."""
+    return kernel_build.prepare(device)
 
 
 def load_extension(device: str = "cpu", *, verbose: bool = False) -> ModuleType:
-    """Build (once per process, cached on disk) and import the extension for ``device``."""
-    kind = "cuda" if device == "cuda" else "cpu"
-    with _lock:
-        if kind in _modules:
-            return _modules[kind]
-        if kind in _build_errors:
-            raise RuntimeError(_build_errors[kind])
-        reason = _why_not_buildable(kind)
-        if reason is not None:
-            raise RuntimeError(f"linear-causal-{kind} is unavailable: {reason}")
-        from torch.utils.cpp_extension import load
+    """Build (once, cached on disk) and import the extension for ``device``."""
+    return kernel_build.load(device, verbose=verbose)
 
-        src = source_dir()
-        assert src is not None
-        build = cache_dir(kind, src)
-        build.mkdir(parents=True, exist_ok=True)
-        sources = [str(src / f) for f in (CUDA_SOURCES if kind == "cuda" else CPU_SOURCES)]
-        try:
-            mod = load(
-                name=f"attnbench_causal_product_{kind}",
-                sources=sources,
-                extra_include_paths=[str(src)],
-                extra_cflags=_cflags() + (["-DATTNBENCH_WITH_CUDA"] if kind == "cuda" else []),
-                extra_cuda_cflags=["-O3", "-std=c++17", "--use_fast_math"] if kind == "cuda" else None,
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(build),
-                with_cuda=kind == "cuda",
-                verbose=verbose,
-            )
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()
-            _build_errors[kind] = f"building the {kind} kernel failed: {msg[-1] if msg else type(exc).__name__}"
-            raise RuntimeError(_build_errors[kind]) from exc
-        _modules[kind] = mod
-        return mod
+
+def shape_error(b: int, h: int, n: int, d: int, m: int, device: str) -> str | None:
+    """Why the kernel for ``device`` cannot take q, k [B, H, N, D], v [B, H, N, M], or None.
+
+    The same rules as the kernels' own check (``shape_error`` in causal_product_math.h), applied
+    before anything is launched: head dims >= 1, and <= 128 on CUDA.
+    """
+    if min(b, h, n, d, m) < 0:
+        return f"causal_product: sizes must be >= 0; got B={b}, H={h}, N={n}, D={d}, M={m}"
+    if d == 0 or m == 0:
+        return (
+            f"causal_product: head dims must be >= 1; got {'D' if d == 0 else 'M'}=0 "
+            "(q, k [B, H, N, D], v [B, H, N, M])"
+        )
+    if device == "cuda" and (d > CUDA_MAX_HEAD_DIM or m > CUDA_MAX_HEAD_DIM):
+        return (
+            f"linear-causal-cuda supports head dims D, M <= {CUDA_MAX_HEAD_DIM} (its register tiles); got D={d}, M={m}"
+        )
+    if n > 2**31 - 1 or b * h > 2**31 - 1:
+        return f"causal_product: N and B*H must be < 2^31; got N={n}, B*H={b * h}"
+    return None
 
 
 class CausalProduct(torch.autograd.Function):
-    """Normalised causal linear attention from features.
+    """Normalised causal linear attention from raw q, k: phi = elu + 1 inside the kernel.
 
-    qf, kf: [B, H, N, D] (phi already applied), v: [B, H, N, M] -> [B, H, N, M]. Saves the
-    inputs, the output and the [B, H, N] normaliser: O(N (D + M)) memory, never O(N D M).
+    q, k: [B, H, N, D], v: [B, H, N, M] -> [B, H, N, M]. Saves q, k, v, the output and the
+    [B, H, N] normaliser: O(N (D + M)) memory, never O(N D M).
     """
 
     @staticmethod
-    def forward(ctx: Any, qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ext = load_extension(qf.device.type)
-        out, den = ext.forward(qf, kf, v)
-        ctx.save_for_backward(qf, kf, v, out, den)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        qf, kf, v, out, den = ctx.saved_tensors
-        ext = load_extension(qf.device.type)
-        dqf, dkf, dv = ext.backward(qf, kf, v, out, den, grad_out)
-        return dqf, dkf, dv
-
-
-class CausalProductPhi(torch.autograd.Function):
-    """Normalised causal linear attention from raw q, k (CPU): the kernel applies phi = elu + 1
-    on load and returns gradients w.r.t. raw q, k, so no phi tensors are made or saved."""
-
-    @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ext = load_extension("cpu")
-        out, den = ext.forward_phi(q, k, v)
+        ext = load_extension(q.device.type)
+        out, den = ext.forward(q, k, v, True)
         ctx.save_for_backward(q, k, v, out, den)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v, out, den = ctx.saved_tensors
-        dq, dk, dv = load_extension("cpu").backward_phi(q, k, v, out, den, grad_out)
+        dq, dk, dv = load_extension(q.device.type).backward(q, k, v, out, den, grad_out, True)
         return dq, dk, dv
 
 
 def causal_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """phi = elu + 1 on q and k, then the compiled kernel: inside it on CPU; on CUDA by PyTorch
-    (differentiable) before the kernel."""
-    if q.device.type == "cpu":
-        return CausalProductPhi.apply(q, k, v)
-    return CausalProduct.apply(feature_map(q), feature_map(k), v)
+    """The compiled kernel for q's device (CPU or CUDA), differentiable in q, k and v."""
+    b, h, n, d, m = check_shapes(q, k, v)
+    reason = shape_error(b, h, n, d, m, q.device.type)
+    if reason is not None:
+        raise ValueError(reason)
+    return CausalProduct.apply(q, k, v)
 
 
-def _cuda_limits(point: dict) -> str | None:
-    if point["D"] > CUDA_MAX_HEAD_DIM or point["M"] > CUDA_MAX_HEAD_DIM:
-        return (
-            f"linear-causal-cuda supports head dims D, M <= {CUDA_MAX_HEAD_DIM} "
-            f"(per-thread register state); got D={point['D']}, M={point['M']}"
-        )
-    return None
+def _limits(device: str) -> Callable[[dict[str, Any]], str | None]:
+    def supports(point: dict[str, Any]) -> str | None:
+        return shape_error(point["B"], point["H"], point["N"], point["D"], point["M"], device)
+
+    return supports
 
 
 def _causal_only(causal: bool) -> None:
@@ -216,10 +113,13 @@ def _causal_only(causal: bool) -> None:
 
 
 def _est_bytes(point: dict) -> int:
-    elem = {"float16": 2, "bfloat16": 2, "float64": 8}.get(point["dtype"], 4)
+    """Inputs, outputs and saved tensors, plus the CUDA kernel's chunk-state workspace (one [D, M]
+    record per 32-64 tokens; the CPU kernel's is O(D M) per thread)."""
+    elem = DType(point["dtype"]).itemsize
     b, h, n, d, m = point["B"], point["H"], point["N"], point["D"], point["M"]
     io = b * h * n * (d + m) * elem  # one copy of q/k-sized and v-sized tensors
-    return 3 * io + b * h * n * 8
+    states = b * h * -(-n // 32) * 2 * (d + 16) * (m + 16) * 4
+    return 3 * io + b * h * n * 8 + states
 
 
 @register(
@@ -229,13 +129,14 @@ def _est_bytes(point: dict) -> int:
     devices=("cpu",),
     dtypes=CPU_DTYPES,
     available=available,
+    supports=_limits("cpu"),
+    prepare=prepare,
     est_bytes=_est_bytes,
-    description="compiled C++ chunked causal linear attention (OpenMP), linear-memory backward",
+    description="compiled C++ chunked causal linear attention (OpenMP, SIMD), linear-memory backward",
 )
 def linear_causal_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True) -> torch.Tensor:
     """Causal linear attention by the C++ kernel. q, k: [B, H, N, D]; v: [B, H, N, M] -> [B, H, N, M]."""
     _causal_only(causal)
-    check_shapes(q, k, v)
     if q.device.type != "cpu":
         raise ValueError(f"linear-causal-cpu needs CPU tensors, got {q.device}")
     return causal_product(q, k, v)
@@ -248,18 +149,19 @@ def linear_causal_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
     devices=("cuda",),
     dtypes=CUDA_DTYPES,
     available=available,
-    supports=_cuda_limits,
+    supports=_limits("cuda"),
+    prepare=prepare,
     est_bytes=_est_bytes,
-    description="compiled CUDA causal linear attention (state in registers), linear-memory backward",
+    description="compiled CUDA causal linear attention, sequence-parallel chunks on tensor cores",
 )
 def linear_causal_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True) -> torch.Tensor:
     """Causal linear attention by the CUDA kernel. q, k: [B, H, N, D]; v: [B, H, N, M] -> [B, H, N, M].
 
-    D and M must each be at most ``CUDA_MAX_HEAD_DIM`` (128).
+    D and M must each be between 1 and ``CUDA_MAX_HEAD_DIM`` (128).
     """
     _causal_only(causal)
-    _, _, _, d, m = check_shapes(q, k, v)
-    reason = _cuda_limits({"D": d, "M": m})
+    b, h, n, d, m = check_shapes(q, k, v)
+    reason = shape_error(b, h, n, d, m, "cuda")
     if reason is not None:
         raise ValueError(reason)
     if q.device.type != "cuda":
