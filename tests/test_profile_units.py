@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attnbench.profile import links, memory, nsight, top, trace
+from attnbench.profile import memory, nsight, top, trace
 from attnbench.profile.memory import Event
 from attnbench.profile.target import slug
+from attnbench.report import profile_links as links
 from attnbench.report.analysis import analyse
 from attnbench.report.content import build_report
 from attnbench.report.markdown import render

@@ -24,9 +24,9 @@ from attnbench.results import journal, shards
 from attnbench.results.layout import RunDir
 from attnbench.runner.executors import ExecutorRequest
 from attnbench.runner.executors.slurm import ShardView, SlurmExecutor, split
-from attnbench.runner.executors.slurm_config import SlurmConfig, parse_time, resolve_config
 from attnbench.runner.executors.status import collect
 from attnbench.runner.session import RunRequest, start
+from attnbench.slurm_config import SlurmConfig, parse_time, resolve_config
 from attnbench.suite import parse_suite
 
 REPO = Path(__file__).resolve().parents[1]

@@ -346,7 +346,7 @@ _CONFIGS = {(w, s): triton.Config({}, num_warps=w, num_stages=s) for ws in ARCH_
 def _prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN003, ANN202 - triton's early_config_prune signature
     """The configurations launch_configs() allows for the GPU the tensors live on; under the
     interpreter one (nothing to tune)."""
-    from attnbench.impls.chunked_triton import interpreter_enabled
+    from attnbench.impls.common import interpreter_enabled
 
     if interpreter_enabled():
         return configs[:1]

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import subprocess
 import sys
 from typing import Any
 
 import torch
 
-from attnbench.impls.common import EPS, check_shapes
+from attnbench.impls.common import EPS, check_shapes, interpreter_enabled
 from attnbench.impls.registry import register
 from attnbench.torchflags import tf32_enabled as tf32_allowed
 
@@ -68,10 +67,6 @@ def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
     if dtype == torch.float32 and (device.type != "cuda" or not tf32_allowed()):
         return "ieee"
     return "tf32"
-
-
-def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _on(device: torch.device) -> contextlib.AbstractContextManager[Any]:

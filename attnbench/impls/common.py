@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +34,8 @@ def check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int
 def causal_keep_mask(n_q: int, n_k: int, q_offset: int, device: torch.device) -> torch.Tensor:
     """Boolean [n_q, n_k] mask, True where key j may be seen by query row r (j <= q_offset + r)."""
     return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(diagonal=q_offset)
+
+
+def interpreter_enabled() -> bool:
+    """Triton's interpreter is on (``TRITON_INTERPRET=1``): its kernels then run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench.fmt import fmt_count, fmt_pct
+from attnbench.report import profile_links as links
 from attnbench.report.analysis import Analysis
 from attnbench.report.findings import findings_table
 from attnbench.report.frame import NOISY_CPU_BUSY_PCT, min_samples, noise_reasons
@@ -89,7 +90,6 @@ def profile_links(df: pd.DataFrame, meta: dict[str, Any], run_dir: str | None) -
     """A header fact and a section (in report.html; report.md stays a short summary) that give
     each failed, slow or noisy point the commands that profile and reproduce it; (None, None)
     when there is none."""
-    from attnbench.profile import links
 
     pts = links.flagged(df, meta)
     if not len(pts):

@@ -33,6 +33,8 @@ from attnbench.results.metadata import read_metadata, write_metadata
 from attnbench.results.plan import Plan, read_plan, write_plan
 from attnbench.results.tables import finalize
 from attnbench.runner.calibrate import device_facts_in_worker
+from attnbench.runner.executors.local import LocalExecutor
+from attnbench.runner.prepare import prepare_impls
 from attnbench.runner.sweep import plan_rounds
 from attnbench.suite import expand, load_suite, parse_set
 
@@ -128,19 +130,7 @@ class Session:
         compiling); an impl that cannot be built is reported and its points will say why."""
         if getattr(self.executor, "remote", False):
             return  # each shard builds on its own node
-        names = sorted({p.impl for p in self.points if not p.skip and p.pass_ is not Pass.DECODE})
-        for name in names:
-            spec = registry.get(name)
-            if spec.prepare is None or spec.unavailable_reason(self.options.device) is not None:
-                continue
-            self.on_event(f"preparing {name} on {self.options.device} ...")
-            t0 = time.perf_counter()
-            try:
-                why = spec.prepare(self.options.device)
-            except Exception as exc:  # a failed build is the impl's problem, not the run's
-                why = f"{type(exc).__name__}: {exc}"
-            took = time.perf_counter() - t0
-            self.on_event(f"prepared {name} in {took:.1f} s" if why is None else f"{name} not built: {why}")
+        prepare_impls(self.points, self.options.device, self.on_event)
 
     def sweep(
         self,
@@ -149,8 +139,6 @@ class Session:
     ) -> bool:
         """Run what is missing through the executor; True if interrupted by Ctrl-C or left
         incomplete (shards lost or not waited for); everything finished is kept."""
-        from attnbench.runner.executors.local import LocalExecutor  # deferred: a cycle otherwise
-
         todo, _total = self.todo()
         executor = self.executor or LocalExecutor()
         try:

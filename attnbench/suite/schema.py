@@ -18,7 +18,7 @@ A suite file::
     [tolerance]                   # per-dtype relative-error tolerance overrides
     float32 = 1e-3
     [gate]                        # defaults for `attnbench compare` (attnbench.gate)
-    [slurm]                       # `--executor slurm` settings (attnbench.runner.executors.slurm_config)
+    [slurm]                       # `--executor slurm` settings (attnbench.slurm_config)
 
 ``attnbench suite schema`` prints :func:`json_schema` for editor completion.
 """
@@ -32,7 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from attnbench.errors import UserError
 from attnbench.gate import GateTable, validate_gate_table
 from attnbench.point import CLOCKS, DEVICES, DTYPE_NAMES, MEMORY_METHODS, PASS_NAMES, TIMING_KEYS
-from attnbench.runner.executors.slurm_config import SlurmTable, validate_slurm_table
+from attnbench.slurm_config import SlurmTable, validate_slurm_table
 
 INT_KEYS = ("B", "H", "N", "D", "M", "seed", "P", "T")
 PARAM_KEYS = ("impl", "pass", "causal", "dtype", *INT_KEYS)

@@ -70,7 +70,7 @@ class ExecutorRequest:
         if not self.wait and self.resolved_kind != "slurm":
             raise UserError("--no-wait: only with --executor slurm (a local run is the waiting process)")
         if self.resolved_kind == "slurm":
-            from attnbench.runner.executors.slurm_config import resolve_config
+            from attnbench.slurm_config import resolve_config
 
             resolve_config(self, suite_table={})  # the options and the config file, checked now
 
@@ -85,7 +85,7 @@ class ExecutorRequest:
     def remote_device(self, suite: Any) -> str:
         """The device of a new remote run without ``--device``: cuda when the shards get GPUs
         (``--slurm-gpus-per-node`` or the suite's ``[slurm]``), else cpu. Nothing is probed here."""
-        from attnbench.runner.executors.slurm_config import resolve_config
+        from attnbench.slurm_config import resolve_config
 
         cfg = resolve_config(self, getattr(suite, "slurm", None) or {})
         return "cuda" if cfg.gpus_per_node else "cpu"

@@ -27,7 +27,7 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from attnbench.point import Pass, Point, Record, RunOptions, Status
+from attnbench.point import Point, Record, RunOptions, Status
 from attnbench.results import shards
 from attnbench.results.layout import RunDir
 
@@ -195,11 +195,9 @@ def _run(
 
 def _prepare(rd: RunDir, points: list[Point], options: RunOptions, on_event: Any) -> None:
     """Build the impls' compiled parts on this node, as the session does locally."""
-    from attnbench.results.plan import Plan
-    from attnbench.runner.session import Session
+    from attnbench.runner.prepare import prepare_impls
 
-    kernel_points = [p for p in points if p.pass_ is not Pass.DECODE]
-    Session(rd, Plan({}, kernel_points), options, {}, resumed=True, on_event=on_event).prepare()
+    prepare_impls(points, options.device, on_event)
 
 
 class ShardJob(Checkpointable):

@@ -28,7 +28,7 @@ from attnbench.results.layout import RunDir
 from attnbench.results.metadata import write_metadata
 from attnbench.runner.executors import ExecutorRequest
 from attnbench.runner.executors.shard import ShardJob, ShardSpec
-from attnbench.runner.executors.slurm_config import SlurmConfig, resolve_config
+from attnbench.slurm_config import SlurmConfig, resolve_config
 
 SUBMITIT_DIR = "slurm"  # submitit's pickles and the jobs' logs, inside the run directory
 FILE_POLL_S = 1.0

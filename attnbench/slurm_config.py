@@ -28,14 +28,11 @@ import re
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attnbench.errors import UserError
-
-if TYPE_CHECKING:
-    from attnbench.runner.executors import ExecutorRequest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,7 +166,21 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return validate_slurm_table(where, doc.get("slurm", doc))
 
 
-def resolve_config(request: ExecutorRequest, suite_table: dict[str, Any]) -> SlurmConfig:
+class SlurmRequest(Protocol):
+    """What :func:`resolve_config` reads of the command line's request
+    (attnbench.runner.executors.ExecutorRequest)."""
+
+    @property
+    def stored(self) -> dict[str, Any]: ...
+
+    @property
+    def slurm_config(self) -> Path | None: ...
+
+    @property
+    def slurm(self) -> dict[str, Any]: ...
+
+
+def resolve_config(request: SlurmRequest, suite_table: dict[str, Any]) -> SlurmConfig:
     """Defaults < suite [slurm] < the run's stored settings < --slurm-config < --slurm-* options."""
     merged: dict[str, Any] = {}
     merged.update(_table_to_config_keys(suite_table or {}, "suite"))
