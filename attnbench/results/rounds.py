@@ -16,6 +16,8 @@ from attnbench.measure.stats import summarize
 from attnbench.point import Record, Status
 
 _ERR = ("err_out", "err_dq", "err_dk", "err_dv")
+# measured once per round (attnbench.measure.reference): kept per round, in round order
+PER_ROUND = ("ref_ms", "faults_per_call", "ref_fault_us")
 
 
 def pool(records: list[Record]) -> list[Record]:
@@ -67,6 +69,11 @@ def _pooled(recs: list[Record]) -> Record:
         converged=all(bool(r.get("converged")) for r in rows),
         wall_s=sum(float(r.get("wall_s") or 0.0) for r in rows),
     )
+    for col in PER_ROUND:  # the gate's machine reference and fault state, round by round
+        per_round = [r.get(col) for r in rows]
+        known = [v for v in per_round if v is not None]
+        row["round_" + col] = per_round if known else None
+        row[col] = statistics.median(known) if known else None
     peaks = [r["peak_mib"] for r in rows if r.get("peak_mib") is not None]
     row["peak_mib"] = statistics.median(peaks) if peaks else None
     for col in _ERR:

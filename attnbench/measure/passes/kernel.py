@@ -20,6 +20,7 @@ from attnbench.measure import correctness, verdict_cache
 from attnbench.measure.cuda_timer import time_cuda
 from attnbench.measure.inputs import Inputs, make_inputs, make_pass
 from attnbench.measure.passes.base import MIB, Measured, PassMeasure, peak_columns
+from attnbench.measure.reference import WorkerProbe, clock_for
 from attnbench.measure.roofline import roofline_columns
 from attnbench.measure.stats import summarize
 from attnbench.measure.telemetry import PointTelemetry
@@ -37,11 +38,18 @@ class KernelPass(PassMeasure):
         inp = make_inputs(point)
         row: dict[str, Any] = {"input_mib": inp.nbytes() / MIB}
         fn = make_pass(spec.fn, inp, point, params)
+        # the gate's machine reference and the timed calls' page faults (CPU; measure/reference.py)
+        probe = WorkerProbe(clock_for(options.timing.clock)) if point.device == "cpu" else None
+        if probe is not None:
+            probe.before(fn)
         with PointTelemetry(
             dict(options.telemetry) if options.telemetry else None
         ) as tele:  # NVML sampler thread; no-op when off
             timing = _time(point.device, fn, options)
         stats = summarize(timing.samples_ms)
+        if probe is not None:
+            row.update(probe.after(timing.warmup_calls + stats.n * timing.calls_per_sample))
+            del probe
         row.update(tele.columns(timing.warmup_calls + stats.n * timing.calls_per_sample))
         row.update(
             roofline_columns(
