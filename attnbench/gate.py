@@ -95,14 +95,16 @@ class GateTable(BaseModel):
     confidence: Fraction | None = Field(default=None, description="level of the interval on the ratio")
     min_samples: int | None = Field(default=None, ge=1, description="fewer samples on a side: inconclusive")
     normalize: bool | None = Field(default=None, description="divide out the machine reference's shift")
-    round_window: float | None = Field(
-        default=None, ge=0, lt=1, description="also set aside rounds slower than the fastest in their state by this"
-    )
+    # accepted so that the suites stored in older runs still parse; ignored (docs/ci.md: it chose the
+    # fastest rounds of each side, and with them false verdicts)
+    round_window: float | None = Field(default=None, ge=0, lt=1, description="ignored (no longer used)")
     min_rounds: int | None = Field(default=None, ge=2, description="fewer rounds in the compared state: inconclusive")
     max_missing: float | None = Field(
         default=None, ge=0, le=1, description="share of the baseline's points the current run may lack"
     )
 
+
+IGNORED_GATE_KEYS = ("round_window",)
 
 GATE_EXPECTED = {
     "thresholds": 'a list of strings like "latency:10%" (at least one)',
@@ -125,7 +127,6 @@ class GateConfig:
     confidence: float = 0.99  # level of the interval on the ratio (rounds: t; single rounds: bootstrap)
     min_samples: int = 10  # single-round sides: fewer timing samples on either side: inconclusive
     normalize: bool = True  # divide out the machine's shift, measured by the reference workload
-    round_window: float = 0.0  # also set aside rounds this much slower than the fastest in the compared state (0: off)
     min_rounds: int = 3  # rounds (worker processes) per side in the compared state; fewer: inconclusive
     max_missing: float = 0.05  # share of the baseline's points the current run may lack before the gate fails
 
@@ -156,7 +157,6 @@ _RANGES: dict[str, tuple[str, Any]] = {
     "alpha": ("a number between 0 and 1", lambda v: 0 < v < 1),
     "confidence": ("a number between 0 and 1", lambda v: 0 < v < 1),
     "min_samples": ("a positive integer", lambda v: v >= 1),
-    "round_window": ("a number from 0 (keep every round) to below 1", lambda v: 0 <= v < 1),
     "min_rounds": ("an integer of at least 2", lambda v: v >= 2),
     "max_missing": ("a share from 0 to 1 (0.05 = 5 %)", lambda v: 0 <= v <= 1),
 }
@@ -170,7 +170,7 @@ def make_config(
     Command-line thresholds replace the suite's for the fields they name; other fields keep theirs.
     """
     cfg = GateConfig()
-    gate = {k: v for k, v in (gate or {}).items() if v is not None}
+    gate = {k: v for k, v in (gate or {}).items() if v is not None and k not in IGNORED_GATE_KEYS}
     if "thresholds" in gate:
         cfg.checks = _merge(cfg.checks, [parse_check(t) for t in gate.pop("thresholds")])
     for key, val in gate.items():

@@ -202,7 +202,6 @@ def test_rounds_faults_and_references_travel_through_the_run_directory(tmp_path)
         ("--min-rounds", "1", "expected an integer of at least 2"),
         ("--max-missing", "1.5", "expected a share from 0 to 1"),
         ("--max-missing", "-0.1", "expected a share from 0 to 1"),
-        ("--round-window", "1.5", "expected a number from 0 (keep every round) to below 1"),
         ("-t", "latency:1e999%", "expected a finite value above 0"),
         ("-t", "latency:0%", "expected a finite value above 0"),
         ("-t", "latency:1000%", "expected a relative change below 1000%"),

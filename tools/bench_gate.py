@@ -113,6 +113,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
         p["status_ok"] = not p["reason"].startswith(("skipped", "still failing"))
     return {
         "exit": doc["exit"],
+        "run_failures": doc["failures"],
         "shift": doc["shift"],
         "shift_measured": doc["shift_measured"],
         "all": _impl_counts(doc, None),
@@ -158,6 +159,7 @@ def main() -> None:
     ap.add_argument("--loaded", action="store_true", help="run a second ci sweep beside every measured run")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_gate")
     ap.add_argument("--analyze", action="store_true", help="re-read the runs already in --out; run nothing")
+    ap.add_argument("--label", help="heading of the table (default: idle or loaded, as the runs were made)")
     args = ap.parse_args()
     reps = list(range(args.repetitions))
     if not args.analyze:
@@ -175,12 +177,18 @@ def main() -> None:
             if beside is not None:
                 beside.stop()
         (args.out / "timings.json").write_text(json.dumps(timings, indent=1))
+        experiment = {"loaded": args.loaded, "repetitions": len(reps), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                      "command": " ".join(sys.argv)}  # fmt: skip
+        (args.out / "experiment.json").write_text(json.dumps(experiment, indent=1))
     timings = json.loads((args.out / "timings.json").read_text()) if (args.out / "timings.json").exists() else {}
+    done = args.out / "experiment.json"
+    experiment = json.loads(done.read_text()) if done.exists() else {}
+    loaded = experiment.get("loaded", args.loaded)
 
-    report: dict[str, Any] = {"loaded": args.loaded, "repetitions": []}
+    report: dict[str, Any] = {"loaded": loaded, "experiment": experiment, "repetitions": []}
     lines = [
-        "| rep | comparison | exit | machine ref | all: reg/inc/imp/unch | linear-chunked | other impls | changed points |",
-        "|---:|---|---:|---:|---|---|---|---|",
+        "| rep | comparison | exit | run-level failure | machine ref | all: reg/inc/imp/unch | linear-chunked | other impls | false verdicts |",
+        "|---:|---|---:|---|---:|---|---|---|---|",
     ]
     for rep in reps:
         run = {k: args.out / f"r{rep}-{k}" for k in KINDS}
@@ -192,12 +200,18 @@ def main() -> None:
         report["repetitions"].append(got)
         for name, s in got.items():
             shift = f"{(s['shift'] - 1) * 100:+.1f}%" if s["shift_measured"] else "none"
-            changed = ", ".join(f"{pid} {v}" for pid, v, _ in s["changed"]) if name == "A/A" else ""
-            lines.append(f"| {rep + 1} | {name} | {s['exit']} | {shift} | {_fmt_counts(s['all'])} | "
-                         f"{_fmt_counts(s['planted'])} | {_fmt_counts(s['others'])} | {changed} |")  # fmt: skip
+            false = [f"{pid} {v}" for pid, v, _ in s["changed"] if name == "A/A" or not pid.startswith(PLANTED)]
+            if name == "20 % every impl":
+                false = [f"{pid} {v}" for pid, v, _ in s["changed"] if v == "improved"]
+            run_fail = "every point slower" if any("every point is slower" in f for f in s["run_failures"]) else ""
+            run_fail = run_fail or ("; ".join(s["run_failures"])[:60])
+            lines.append(f"| {rep + 1} | {name} | {s['exit']} | {run_fail} | {shift} | {_fmt_counts(s['all'])} | "
+                         f"{_fmt_counts(s['planted'])} | {_fmt_counts(s['others'])} | {', '.join(false)} |")  # fmt: skip
 
-    print(f"\n{'Loaded (a second ci sweep beside)' if args.loaded else 'Idle'}: "
-          f"{len(reps)} repetitions; counts are regressed/inconclusive/improved/unchanged\n")  # fmt: skip
+    heading = args.label or ("Loaded (a second ci sweep beside)" if loaded else "Idle")
+    print(f"\n{heading}: {len(reps)} repetitions of the ci suite as shipped"
+          f"{', ' + experiment['finished'] if experiment.get('finished') else ''}; "
+          "counts are regressed/inconclusive/improved/unchanged\n")  # fmt: skip
     print("\n".join(lines))
     aa = [len(r["A/A"]["changed"]) for r in report["repetitions"]]
     s25 = [r["25 % linear-chunked"] for r in report["repetitions"]]
@@ -208,7 +222,9 @@ def main() -> None:
           + str([f"{s['planted'].get('regressed', 0)}/{s['planted']['points']}" for s in s25])
           + "; other impls changed: " + str([s["others"].get("regressed", 0) + s["others"].get("improved", 0) for s in s25]))  # fmt: skip
     print("- 20 % every impl: exit codes " + str([s["exit"] for s in s20]) + "; points regressed: "
-          + str([f"{s['all'].get('regressed', 0)}/{s['all']['points']}" for s in s20]))  # fmt: skip
+          + str([f"{s['all'].get('regressed', 0)}/{s['all']['points']}" for s in s20])
+          + "; run-level failure (every point slower): "
+          + str([any("every point is slower" in f for f in s["run_failures"]) for s in s20]))  # fmt: skip
     ratios = [r for s in s25 for r in s["planted_ratios"].values() if r]
     if ratios:
         print(f"- measured slowdown of the planted impl (its points, all repetitions): "

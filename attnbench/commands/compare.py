@@ -61,12 +61,6 @@ def compare(
             help="Divide out the machine's shift, measured by the reference workload in both runs (default: on).",
         ),
     ] = None,
-    round_window: Annotated[
-        float | None,
-        typer.Option(
-            help="Also set aside rounds slower than the side's fastest round in the compared state by more than this (0.15 = 15 %). Default 0: off."
-        ),
-    ] = None,
     min_rounds: Annotated[
         int | None,
         typer.Option(
@@ -125,7 +119,6 @@ def compare(
         confidence=confidence,
         min_samples=min_samples,
         normalize=normalize,
-        round_window=round_window,
         min_rounds=min_rounds,
         max_missing=1.0 if allow_missing else max_missing,
     )

@@ -124,7 +124,6 @@ def to_json(cmp: Comparison, exit_code: int) -> dict[str, Any]:
             "min_samples": c.min_samples,
             "min_rounds": c.min_rounds,
             "normalize": c.normalize,
-            "round_window": c.round_window,
             "max_missing": c.max_missing,
         },
         "points": [pv.as_dict() for pv in cmp.verdicts],

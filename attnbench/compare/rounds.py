@@ -97,17 +97,14 @@ def _aligned(vals: list[float | None] | None, n: int) -> list[float | None]:
     return list(vals) if vals is not None and len(vals) == n else [None] * n
 
 
-def select_states(base: list[RoundValue], cur: list[RoundValue], min_rounds: int, window: float = 0.0) -> Selection:
+def select_states(base: list[RoundValue], cur: list[RoundValue], min_rounds: int) -> Selection:
     """The rounds of the fault states found on both sides (see the module docstring), as blocks;
-    ``why_not`` when fewer than ``min_rounds`` rounds a side are left. ``window`` > 0 also sets
-    aside, within a state, rounds slower than the side's fastest round there by more than it."""
+    ``why_not`` when fewer than ``min_rounds`` rounds a side are left."""
     cells, levels, dropped = [], [], []
     states = _states(base, cur)
     slow = _slow_outliers([cell for _, (b, c) in states for cell in (b, c)])
     for level, (b, c) in states:
         b, c = [r for r in b if r not in slow], [r for r in c if r not in slow]
-        if window > 0:
-            b, c = _window(b, window), _window(c, window)
         if b and c:
             cells.append((b, c))
             levels.append(level)
@@ -173,13 +170,6 @@ def _slow_outliers(cells: list[list[RoundValue]]) -> set[RoundValue]:
             med = float(np.median([x.value for x in cell]))
             out |= {r for r in cell if math.log(r.value) - math.log(med) > OUTLIER_Z * scale}
     return out
-
-
-def _window(rounds: list[RoundValue], window: float) -> list[RoundValue]:
-    if not rounds:
-        return rounds
-    limit = min(r.value for r in rounds) * (1.0 + window)
-    return [r for r in rounds if r.value <= limit]
 
 
 def _fmt_faults(level: float | None) -> str:

@@ -167,7 +167,7 @@ def _rounds_note(pv: PointVerdict) -> str:
 
 def _test_rounds(pv: PointVerdict, b: PointData, c: PointData, shift: float, cfg: GateConfig) -> _Test | str:
     """Rounds as the unit (see the module docstring); the reason when the point cannot be tested."""
-    sel = select_states(round_values(b), round_values(c), cfg.min_rounds, cfg.round_window)
+    sel = select_states(round_values(b), round_values(c), cfg.min_rounds)
     pv.unit, pv.base_rounds, pv.cur_rounds = "rounds", sel.base_kept, sel.cur_kept
     if sel.why_not:
         return sel.why_not

@@ -1,16 +1,16 @@
 """The machine reference and the allocator state of one worker, for ``attnbench compare``.
 
-Two things a comparison between runs needs to know about the worker process that measured a
+Three things a comparison between runs needs to know about the worker process that measured a
 point, neither of which the code under test can change:
 
-* **The machine reference** (``ref_ms``, ``ref_mm_ms``, ``ref_copy_ms``): a fixed workload
-  timed with the point's own clock in the same worker, half before and half after the point's
-  timing: a 192 x 192 float32 matrix product (compute, in the core's caches) plus a 4 MiB copy
-  (the shared last-level cache and memory). It is torch, not attnbench code and not an impl,
-  so a regression of an impl or of attnbench leaves it where it was, while a slower machine
-  (another job contending for the caches and memory, a slower host, a different day) moves
-  it. The gate takes the run-wide shift from it instead of from the points under test
-  (docs/ci.md).
+* **The machine reference** (``ref_ms``): a 192 x 192 float32 matrix product timed with the
+  point's own clock in the same worker, six samples before and six after the point's timing.
+  It is torch, not attnbench code and not an impl, so a regression of an impl (or of every
+  impl) leaves it where it was, while a slower machine moves it. The gate takes the shift
+  between two runs from it instead of from the points under test (docs/ci.md). A 4 MiB copy
+  is timed beside it (``ref_copy_ms``) for diagnosis only: over pairs of ci runs on a loaded
+  machine it moved by -19 % to +22 % while the points' typical shift moved by +1 % to +5 % and
+  the matmul's by -4 % to +5 %.
 
 * **The cost of a page fault** (``ref_fault_us``): 1 MiB of fresh pages written once, per
   page; with the faults per call below it says how much of a round's time its faults cost.
@@ -27,8 +27,9 @@ point, neither of which the code under test can change:
   5.5-6.3 ms with 0 faults per call and at 11.2-14.6 ms with 3,040 (docs/ci.md). The gate
   compares rounds in the same fault state.
 
-Both are measured on the CPU only (None on a GPU, where the allocator does not fault per
-call and the reference would need the device's own clock).
+All are measured on the CPU only (None on a GPU: the reference would need the device's own
+clock, and the CUDA allocator keeps its blocks). The buffers live outside glibc's heap, so that
+measuring them does not move the point's own fault state.
 """
 
 from __future__ import annotations
