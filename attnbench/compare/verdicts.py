@@ -161,10 +161,6 @@ class _Test:
     cur_fast: float | None = None
 
 
-def _rounds_note(pv: PointVerdict) -> str:
-    return f", rounds {pv.base_rounds} vs {pv.cur_rounds}" if pv.unit == "rounds" else ", samples"
-
-
 def _test_rounds(pv: PointVerdict, b: PointData, c: PointData, shift: float, cfg: GateConfig) -> _Test | str:
     """Rounds as the unit (see the module docstring); the reason when the point cannot be tested."""
     sel = select_states(round_values(b), round_values(c), cfg.min_rounds)
@@ -175,7 +171,7 @@ def _test_rounds(pv: PointVerdict, b: PointData, c: PointData, shift: float, cfg
     pv.base_ms, pv.cur_ms = _gmean([r.value for r in low_b]), _gmean([r.value for r in low_c])
     cells = [([r.value for r in bc], [r.value / shift for r in cc]) for bc, cc in sel.cells]
     pv.p, pv.ratio, pv.ci_low, pv.ci_high = stats.blocked_log_ratio(cells, cfg.confidence)
-    return _Test(pv, _rounds_note(pv) + fault_note(sel))
+    return _Test(pv, f", rounds {sel.base_kept} vs {sel.cur_kept}" + fault_note(sel))
 
 
 def _test_samples(pv: PointVerdict, b: PointData, c: PointData, shift: float, cfg: GateConfig) -> _Test | str:
