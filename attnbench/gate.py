@@ -92,11 +92,19 @@ class GateTable(BaseModel):
 
     thresholds: list[Threshold] | None = Field(default=None, min_length=1, description='e.g. ["latency:10%"]')
     alpha: Fraction | None = Field(default=None, description="false discovery rate across points")
-    confidence: Fraction | None = Field(default=None, description="level of the bootstrap interval")
+    confidence: Fraction | None = Field(default=None, description="level of the interval on the ratio")
     min_samples: int | None = Field(default=None, ge=1, description="fewer samples on a side: inconclusive")
-    normalize: bool | None = Field(default=None, description="divide out the run-wide shift")
-    round_window: float | None = Field(default=None, ge=0, lt=1, description="set aside rounds slower than this")
+    normalize: bool | None = Field(default=None, description="divide out the machine reference's shift")
+    # accepted so that the suites stored in older runs still parse; ignored (docs/ci.md: it chose the
+    # fastest rounds of each side, and with them false verdicts)
+    round_window: float | None = Field(default=None, ge=0, lt=1, description="ignored (no longer used)")
+    min_rounds: int | None = Field(default=None, ge=2, description="fewer rounds in the compared state: inconclusive")
+    max_missing: float | None = Field(
+        default=None, ge=0, le=1, description="share of the baseline's points the current run may lack"
+    )
 
+
+IGNORED_GATE_KEYS = ("round_window",)
 
 GATE_EXPECTED = {
     "thresholds": 'a list of strings like "latency:10%" (at least one)',
@@ -105,6 +113,8 @@ GATE_EXPECTED = {
     "min_samples": "a positive integer",
     "normalize": "true or false",
     "round_window": "a number from 0 (keep every round) to below 1",
+    "min_rounds": "an integer of at least 2",
+    "max_missing": "a share from 0 to 1 (0.05 = 5 %)",
 }
 
 
@@ -114,10 +124,11 @@ class GateConfig:
 
     checks: list[Check] = field(default_factory=lambda: [parse_check(t) for t in DEFAULT_THRESHOLDS])
     alpha: float = 0.01  # false discovery rate across the points (Benjamini-Hochberg)
-    confidence: float = 0.99  # level of the bootstrap interval on the ratio of medians
-    min_samples: int = 10  # fewer timing samples on either side: inconclusive
-    normalize: bool = True  # divide out the run-wide shift
-    round_window: float = 0.15  # rounds slower than the fastest round by more than this are set aside (0: keep all)
+    confidence: float = 0.99  # level of the interval on the ratio (rounds: t; single rounds: bootstrap)
+    min_samples: int = 10  # single-round sides: fewer timing samples on either side: inconclusive
+    normalize: bool = True  # divide out the machine's shift, measured by the reference workload
+    min_rounds: int = 3  # rounds (worker processes) per side in the compared state; fewer: inconclusive
+    max_missing: float = 0.05  # share of the baseline's points the current run may lack before the gate fails
 
     def for_field(self, name: str) -> list[Check]:
         return [c for c in self.checks if c.field == name]
@@ -146,7 +157,8 @@ _RANGES: dict[str, tuple[str, Any]] = {
     "alpha": ("a number between 0 and 1", lambda v: 0 < v < 1),
     "confidence": ("a number between 0 and 1", lambda v: 0 < v < 1),
     "min_samples": ("a positive integer", lambda v: v >= 1),
-    "round_window": ("a number from 0 (keep every round) to below 1", lambda v: 0 <= v < 1),
+    "min_rounds": ("an integer of at least 2", lambda v: v >= 2),
+    "max_missing": ("a share from 0 to 1 (0.05 = 5 %)", lambda v: 0 <= v <= 1),
 }
 
 
@@ -158,7 +170,7 @@ def make_config(
     Command-line thresholds replace the suite's for the fields they name; other fields keep theirs.
     """
     cfg = GateConfig()
-    gate = {k: v for k, v in (gate or {}).items() if v is not None}
+    gate = {k: v for k, v in (gate or {}).items() if v is not None and k not in IGNORED_GATE_KEYS}
     if "thresholds" in gate:
         cfg.checks = _merge(cfg.checks, [parse_check(t) for t in gate.pop("thresholds")])
     for key, val in gate.items():

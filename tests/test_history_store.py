@@ -272,8 +272,7 @@ def test_kill_9_while_replacing_a_run_keeps_the_old_rows(tmp_path: Path) -> None
 def test_fast_state_values_match_compares_fast_rounds(window: float) -> None:
     import pandas as pd
 
-    from attnbench.compare.stats import fast_rounds
-    from attnbench.history.ingestion import fast_state_values
+    from attnbench.history.ingestion import fast_rounds, fast_state_values
 
     rng = np.random.default_rng(5)
     rows = []

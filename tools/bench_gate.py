@@ -1,20 +1,22 @@
-"""How good is the CI gate on this machine? A/A false regressions, injected slowdown and memory growth.
+"""Is `attnbench compare` a gate on this machine? The experiment of issue 14, end to end.
 
-Runs the ``ci`` suite (plus two test-only impls from tests/fixtures/plugin_site: ``slowdown``
-and ``extramem``, linear-chunked with work or memory injected through environment variables)
-several times and compares the runs with ``attnbench compare --json``:
+Every repetition runs the ``ci`` suite exactly as shipped four times and compares the runs with
+``attnbench compare --json`` (the suite's own [gate] table):
 
-* A/A: ``--pairs`` pairs of identical runs; every "regressed" verdict is a false regression;
-  then every other ordered pair of those runs, for more A/A comparisons from the same runs;
-* slowdown: ATTNBENCH_TEST_SLOWDOWN=0.25 against the first A run: the share of the slowdown
-  impl's points flagged as regressed, and the regressed points of the other impls;
-* memory: ATTNBENCH_TEST_EXTRA_MEMORY=0.10 against the first A run: extramem points flagged;
-* guard: the first A run with its torch version edited: compare must exit 2 with one line;
-* slow rounds: per point, how many rounds (worker processes) of the A runs were in a slow
-  state, and in how many runs every round was (the case the gate cannot tell from a regression).
+* ``A`` and ``B``: unchanged code. A/A (A vs B): every regressed or improved point is a false verdict;
+* ``S25``: linear-chunked made 25 % slower in its forward and its backward (ATTNBENCH_TEST_SLOW_IMPL,
+  read by tests/fixtures/plugin_site), compared against A: its points should be regressed, the
+  other impls beside it unchanged;
+* ``S20``: every impl made 20 % slower (a code regression of every point; the machine reference,
+  torch's own matmul, is untouched), against A: the gate must fail (exit 1).
 
-Usage: PYTHONPATH=$PWD python tools/bench_gate.py [--pairs 3] [--threads 1] [--rounds N] [--out DIR]
-Prints a Markdown summary (pasted into docs/ci.md) and writes DIR/bench_gate.json.
+``--loaded`` runs a second ``ci`` sweep beside every measured run (both cores busy). ``--analyze DIR``
+re-reads the runs of an earlier invocation instead of running anything. Prints a Markdown table per
+repetition and a summary (what docs/ci.md quotes), and writes DIR/bench_gate.json.
+
+Usage:
+  PYTHONPATH=$PWD python tools/bench_gate.py --repetitions 5 --out runs/gate-idle
+  PYTHONPATH=$PWD python tools/bench_gate.py --repetitions 5 --loaded --out runs/gate-loaded
 """
 
 from __future__ import annotations
@@ -31,150 +33,233 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_SITE = REPO / "tests" / "fixtures" / "plugin_site"
-IMPLS = "softmax,sdpa,linear-cumsum,linear-chunked,slowdown,extramem"
+PLANTED = "linear-chunked"
+KINDS = {  # name: (ATTNBENCH_TEST_SLOW_IMPL, what it is)
+    "A": ("", "unchanged"),
+    "B": ("", "unchanged"),
+    "S25": (f"{PLANTED}:0.25", f"{PLANTED} 25 % slower (fwd and bwd)"),
+    "S20": ("*:0.20", "every impl 20 % slower"),
+}
+CHANGED = ("regressed", "improved")
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
+def _env(slow: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PLUGIN_SITE), str(REPO), env.get("PYTHONPATH", "")])
-    env.pop("ATTNBENCH_TEST_SLOWDOWN", None)
-    env.pop("ATTNBENCH_TEST_EXTRA_MEMORY", None)
-    env.update(extra)
+    env.pop("ATTNBENCH_TEST_SLOW_IMPL", None)
+    if slow:
+        env["ATTNBENCH_TEST_SLOW_IMPL"] = slow
     return env
 
 
-def attnbench(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def attnbench(args: list[str], slow: str = "", **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=_env(extra_env or {})
+        [sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, env=_env(slow), **kw
     )
 
 
-def run(out: Path, threads: int, rounds: int | None, extra_env: dict[str, str] | None = None) -> Path:
+def run_ci(out: Path, slow: str) -> dict[str, Any]:
     t0 = time.time()
-    args = ["run", "--suite", "ci", "--impl", IMPLS, "--out", str(out), "--no-report", "--threads", str(threads)]
-    res = attnbench(args + (["--rounds", str(rounds)] if rounds else []), extra_env)
+    res = attnbench(["run", "--suite", "ci", "--out", str(out), "--no-report"], slow)
     if res.returncode != 0:
         sys.exit(f"run {out} failed ({res.returncode}): {res.stderr[-2000:]}")
-    print(f"  {out.name}: {time.time() - t0:.0f} s {extra_env or ''}", file=sys.stderr)
-    return out
+    took = time.time() - t0
+    print(f"  {out.name}: {took:.0f} s, load {os.getloadavg()[0]:.1f} {slow or ''}", file=sys.stderr)
+    return {"seconds": took, "load": os.getloadavg()[0]}
+
+
+class Beside:
+    """A second ci sweep running beside the measured ones, over and over, until stopped."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        script = (
+            "import itertools, shutil, subprocess, sys\n"
+            "for i in itertools.count():\n"
+            f"    out = {str(scratch)!r} + f'/bg{{i % 2}}'\n"
+            "    shutil.rmtree(out, ignore_errors=True)\n"
+            "    subprocess.run([sys.executable, '-m', 'attnbench', 'run', '--suite', 'ci', '--no-report', "
+            "'--out', out], capture_output=True)\n"
+        )
+        self.proc = subprocess.Popen([sys.executable, "-c", script], env=_env(""), start_new_session=True)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, 15)
+        self.proc.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def compare(base: Path, cur: Path) -> dict[str, Any]:
     res = attnbench(["compare", str(base), str(cur), "--json"])
     if res.returncode not in (0, 1, 3):
         sys.exit(f"compare failed ({res.returncode}): {res.stderr}")
-    return json.loads(res.stdout)
+    doc = json.loads(res.stdout)
+    doc["exit"] = res.returncode
+    return doc
 
 
-def _by_impl(doc: dict[str, Any], impl: str, verdict: str, reason: str = "") -> tuple[int, int]:
-    pts = [p for p in doc["points"] if p["impl"] == impl and p["verdict"] not in ("new", "missing")]
-    hit = [p for p in pts if p["verdict"] == verdict and reason in p["reason"]]
-    return len(hit), len(pts)
+def _impl_counts(doc: dict[str, Any], impl: str | None, others: bool = False) -> dict[str, int]:
+    pts = [p for p in doc["points"] if p["verdict"] not in ("new", "missing") and p["status_ok"]]
+    if impl is not None:
+        pts = [p for p in pts if (p["impl"] != impl) == others]
+    out: dict[str, int] = {"points": len(pts)}
+    for p in pts:
+        out[p["verdict"]] = out.get(p["verdict"], 0) + 1
+    return out
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    for p in doc["points"]:
+        p["status_ok"] = not p["reason"].startswith(("skipped", "still failing"))
+    return {
+        "exit": doc["exit"],
+        "run_failures": doc["failures"],
+        "shift": doc["shift"],
+        "shift_measured": doc["shift_measured"],
+        "all": _impl_counts(doc, None),
+        "planted": _impl_counts(doc, PLANTED),
+        "others": _impl_counts(doc, PLANTED, others=True),
+        "planted_ratios": {p["point_id"]: p["ratio"] for p in doc["points"] if p["impl"] == PLANTED},
+        "changed": [(p["point_id"], p["verdict"], p["reason"]) for p in doc["points"] if p["verdict"] in CHANGED],
+        "inconclusive": [(p["point_id"], p["reason"]) for p in doc["points"] if p["verdict"] == "inconclusive"],
+    }
+
+
+def fault_tally(runs: list[Path]) -> dict[str, tuple[int, int]]:
+    """Per point over ``runs``: (rounds whose faults cost >= 10 % of the point's fastest round, rounds)."""
+    import pandas as pd
+
+    out: dict[str, list[int]] = {}
+    for r in runs:
+        df = pd.read_parquet(r / "results.parquet")
+        for row in df.to_dict(orient="records"):
+            faults, us, meds = (
+                row.get("round_faults_per_call"),
+                row.get("round_ref_fault_us"),
+                row.get("round_medians_ms"),
+            )
+            if faults is None or us is None or meds is None or row.get("status") != "ok":
+                continue
+            fastest = min(meds)
+            lo = min(faults)
+            slow = sum(1 for f, u in zip(faults, us, strict=False) if (f - lo) * (u or 2.5) / 1e3 >= 0.1 * fastest)
+            acc = out.setdefault(str(row["point_id"]), [0, 0])
+            acc[0] += slow
+            acc[1] += len(faults)
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _fmt_counts(c: dict[str, int]) -> str:
+    return f"{c.get('regressed', 0)}/{c.get('inconclusive', 0)}/{c.get('improved', 0)}/{c.get('unchanged', 0)}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--loaded", action="store_true", help="run a second ci sweep beside every measured run")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_gate")
-    ap.add_argument("--rounds", type=int, default=None, help="worker processes per point (default: the suite's)")
+    ap.add_argument("--analyze", action="store_true", help="re-read the runs already in --out; run nothing")
+    ap.add_argument("--label", help="heading of the table (default: idle or loaded, as the runs were made)")
     args = ap.parse_args()
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    print(f"bench_gate: {2 * args.pairs + 2} runs of the ci suite, threads={args.threads}", file=sys.stderr)
+    reps = list(range(args.repetitions))
+    if not args.analyze:
+        shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True)
+        print(f"bench_gate: {len(reps)} repetitions x {len(KINDS)} runs of the ci suite"
+              f"{', a second sweep beside' if args.loaded else ''}", file=sys.stderr)  # fmt: skip
+        beside = Beside(args.out / "beside") if args.loaded else None
+        timings: dict[str, Any] = {}
+        try:
+            for rep in reps:
+                for kind, (slow, _what) in KINDS.items():
+                    timings[f"{rep}/{kind}"] = run_ci(args.out / f"r{rep}-{kind}", slow)
+        finally:
+            if beside is not None:
+                beside.stop()
+        (args.out / "timings.json").write_text(json.dumps(timings, indent=1))
+        experiment = {"loaded": args.loaded, "repetitions": len(reps), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                      "command": " ".join(sys.argv)}  # fmt: skip
+        (args.out / "experiment.json").write_text(json.dumps(experiment, indent=1))
+    timings = json.loads((args.out / "timings.json").read_text()) if (args.out / "timings.json").exists() else {}
+    done = args.out / "experiment.json"
+    experiment = json.loads(done.read_text()) if done.exists() else {}
+    loaded = experiment.get("loaded", args.loaded)
 
-    a = [run(args.out / f"A{i}", args.threads, args.rounds) for i in range(2)]
-    slow = run(args.out / "slow25", args.threads, args.rounds, {"ATTNBENCH_TEST_SLOWDOWN": "0.25"})
-    mem = run(args.out / "mem10", args.threads, args.rounds, {"ATTNBENCH_TEST_EXTRA_MEMORY": "0.10"})
-    a += [run(args.out / f"A{i}", args.threads, args.rounds) for i in range(2, 2 * args.pairs)]
-
-    report: dict[str, Any] = {"threads": args.threads, "aa": []}
+    report: dict[str, Any] = {"loaded": loaded, "experiment": experiment, "repetitions": []}
     lines = [
-        "| comparison | points | regressed | inconclusive | improved | run-wide shift |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| rep | comparison | exit | run-level failure | machine ref | all: reg/inc/imp/unch | linear-chunked | other impls | false verdicts |",
+        "|---:|---|---:|---|---:|---|---|---|---|",
     ]
-    for i in range(args.pairs):
-        doc = compare(a[2 * i], a[2 * i + 1])
-        c = doc["counts"]
-        report["aa"].append({"pair": i, "counts": c, "shift": doc["shift"]})
-        lines.append(f"| A/A pair {i + 1} | {len(doc['points'])} | {c['regressed']} | {c['inconclusive']} | "
-                     f"{c['improved']} | {(doc['shift'] - 1) * 100:+.1f}% |")  # fmt: skip
+    for rep in reps:
+        run = {k: args.out / f"r{rep}-{k}" for k in KINDS}
+        got = {
+            "A/A": summarize(compare(run["A"], run["B"])),
+            "25 % linear-chunked": summarize(compare(run["A"], run["S25"])),
+            "20 % every impl": summarize(compare(run["A"], run["S20"])),
+        }
+        report["repetitions"].append(got)
+        for name, s in got.items():
+            shift = f"{(s['shift'] - 1) * 100:+.1f}%" if s["shift_measured"] else "none"
+            false = [f"{pid} {v}" for pid, v, _ in s["changed"] if name == "A/A" or not pid.startswith(PLANTED)]
+            if name == "20 % every impl":
+                false = [f"{pid} {v}" for pid, v, _ in s["changed"] if v == "improved"]
+            run_fail = "every point slower" if any("every point is slower" in f for f in s["run_failures"]) else ""
+            run_fail = run_fail or ("; ".join(s["run_failures"])[:60])
+            lines.append(f"| {rep + 1} | {name} | {s['exit']} | {run_fail} | {shift} | {_fmt_counts(s['all'])} | "
+                         f"{_fmt_counts(s['planted'])} | {_fmt_counts(s['others'])} | {', '.join(false)} |")  # fmt: skip
 
-    # every other ordered pair of A runs too: more A/A comparisons from the same runs
-    extra = [(i, j) for i in range(len(a)) for j in range(len(a)) if i != j and not (i % 2 == 0 and j == i + 1)]
-    fp: dict[str, int] = {}
-    inconclusive = 0
-    for i, j in extra:
-        doc = compare(a[i], a[j])
-        inconclusive += doc["counts"]["inconclusive"]
-        for p in doc["points"]:
-            if p["verdict"] == "regressed":
-                fp[p["point_id"]] = fp.get(p["point_id"], 0) + 1
-    report["aa_all_pairs"] = {"comparisons": len(extra), "regressed": fp, "inconclusive": inconclusive}
-
-    doc = compare(a[0], slow)
-    hit, total = _by_impl(doc, "slowdown", "regressed")
-    others = [p for p in doc["points"] if p["impl"] != "slowdown" and p["verdict"] == "regressed"]
-    ratios = [p["ratio"] for p in doc["points"] if p["impl"] == "slowdown" and p["ratio"]]
-    report["slowdown"] = {"flagged": hit, "points": total, "others_regressed": len(others), "ratios": ratios}
-    c = doc["counts"]
-    lines.append(f"| 25 % slowdown (slowdown impl: {hit}/{total} regressed; other impls: {len(others)} regressed) | "
-                 f"{len(doc['points'])} | {c['regressed']} | {c['inconclusive']} | {c['improved']} | {(doc['shift'] - 1) * 100:+.1f}% |")  # fmt: skip
-
-    doc = compare(a[0], mem)
-    mhit, mtotal = _by_impl(doc, "extramem", "regressed", "peak memory")
-    growth = [
-        (p["point_id"], p["cur_mib"] / p["base_mib"] - 1)
-        for p in doc["points"]
-        if p["impl"] == "extramem" and p["base_mib"] and p["cur_mib"] is not None
-    ]
-    report["memory"] = {"flagged": mhit, "points": mtotal, "growth": growth}
-    c = doc["counts"]
-    lines.append(f"| 10 % memory growth (extramem: {mhit}/{mtotal} flagged) | {len(doc['points'])} | {c['regressed']} | "
-                 f"{c['inconclusive']} | {c['improved']} | {(doc['shift'] - 1) * 100:+.1f}% |")  # fmt: skip
-
-    other = args.out / "A0-other-torch"
-    shutil.copytree(a[0], other)
-    meta = json.loads((other / "metadata.json").read_text())
-    meta["env"]["torch"] = "0.0.0+other"
-    (other / "metadata.json").write_text(json.dumps(meta))
-    res = attnbench(["compare", str(a[0]), str(other)])
-    report["guard"] = {"exit": res.returncode, "stderr": res.stderr.strip()}
-
+    heading = args.label or ("Loaded (a second ci sweep beside)" if loaded else "Idle")
+    print(f"\n{heading}: {len(reps)} repetitions of the ci suite as shipped"
+          f"{', ' + experiment['finished'] if experiment.get('finished') else ''}; "
+          "counts are regressed/inconclusive/improved/unchanged\n")  # fmt: skip
     print("\n".join(lines))
-    n_pts = len(doc["points"])
-    print(f"\nall other ordered A/A pairs ({len(extra)} comparisons, {len(extra) * n_pts} point comparisons): "
-          f"{sum(fp.values())} regressed {fp or ''}, {inconclusive / max(len(extra), 1):.1f} inconclusive per comparison")  # fmt: skip
-    print("\nmeasured memory growth of extramem points: " + ", ".join(f"{g * 100:+.1f}%" for _, g in growth))
-    print(f"\ndifferent torch versions: exit {res.returncode}: `{res.stderr.strip()}`")
-    slow = slow_rounds(a)
-    report["slow_rounds"] = slow
-    print(
-        f"\nrounds in a slow state (median > 1.15 x the lower quartile of the point's round medians over the {len(a)} A runs):"
-    )
-    for pid, (n_slow, n, all_slow) in sorted(slow.items(), key=lambda kv: -kv[1][0]):
-        if n_slow:
-            print(f"  {pid}: {n_slow}/{n}" + (f", every round of {all_slow} run(s)" if all_slow else ""))
+    aa = [len(r["A/A"]["changed"]) for r in report["repetitions"]]
+    s25 = [r["25 % linear-chunked"] for r in report["repetitions"]]
+    s20 = [r["20 % every impl"] for r in report["repetitions"]]
+    print("\nSummary")
+    print(f"- A/A: points with a changed verdict per repetition: {aa}")
+    print("- 25 % linear-chunked: its points regressed per repetition: "
+          + str([f"{s['planted'].get('regressed', 0)}/{s['planted']['points']}" for s in s25])
+          + "; other impls changed: " + str([s["others"].get("regressed", 0) + s["others"].get("improved", 0) for s in s25]))  # fmt: skip
+    print("- 20 % every impl: exit codes " + str([s["exit"] for s in s20]) + "; points regressed: "
+          + str([f"{s['all'].get('regressed', 0)}/{s['all']['points']}" for s in s20])
+          + "; run-level failure (every point slower): "
+          + str([any("every point is slower" in f for f in s["run_failures"]) for s in s20]))  # fmt: skip
+    ratios = [r for s in s25 for r in s["planted_ratios"].values() if r]
+    if ratios:
+        print(f"- measured slowdown of the planted impl (its points, all repetitions): "
+              f"{(min(ratios) - 1) * 100:+.0f}% to {(max(ratios) - 1) * 100:+.0f}%")  # fmt: skip
+    shifts = [r[k]["shift"] for r in report["repetitions"] for k in r if r[k]["shift_measured"]]
+    if shifts:
+        print(
+            f"- machine reference shift between runs: {(min(shifts) - 1) * 100:+.1f}% to {(max(shifts) - 1) * 100:+.1f}%"
+        )
+    if timings:
+        secs = [t["seconds"] for t in timings.values()]
+        loads = [t["load"] for t in timings.values()]
+        print(f"- run time {min(secs):.0f}-{max(secs):.0f} s; 1-minute load average at the end of a run "
+              f"{min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
+    reasons: dict[str, int] = {}
+    for r in report["repetitions"]:
+        for name in ("A/A", "25 % linear-chunked"):
+            for pid, why in r[name]["inconclusive"]:
+                key = f"{pid.split('/')[0]}: " + why.split(" (")[0].split(", rounds")[0][:60]
+                reasons[key] = reasons.get(key, 0) + 1
+    if reasons:
+        print("- inconclusive verdicts (A/A and 25 % comparisons), by impl and reason:")
+        for key, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"  {n} x {key}")
+    tally = fault_tally([args.out / f"r{rep}-{k}" for rep in reps for k in ("A", "B")])
+    if tally:
+        print("- rounds in a page-fault state (faults costing >= 10 % of the point's fastest round), A and B runs:")
+        for pid, (n, total) in sorted(tally.items(), key=lambda kv: -kv[1][0]):
+            if n:
+                print(f"  {pid}: {n}/{total}")
+    for rep, r in enumerate(report["repetitions"]):
+        for pid, v, why in r["A/A"]["changed"] + r["25 % linear-chunked"]["changed"]:
+            if not pid.startswith(PLANTED):
+                print(f"- false verdict, repetition {rep + 1}: {pid} {v}: {why}")
     (args.out / "bench_gate.json").write_text(json.dumps(report, indent=1))
-
-
-def slow_rounds(runs: list[Path]) -> dict[str, tuple[int, int, int]]:
-    """Per point over ``runs``: (rounds in a slow state, rounds, runs whose every round was slow)."""
-    import numpy as np
-    import pandas as pd
-
-    per: dict[str, list[tuple[int, float]]] = {}
-    for i, r in enumerate(runs):
-        smp = pd.read_parquet(r / "samples.parquet")
-        for (pid, _), grp in smp.groupby(["point_id", "round"]):
-            per.setdefault(str(pid), []).append((i, float(grp["time_ms"].median())))
-    out = {}
-    for pid, meds in per.items():
-        typical_fast = float(np.quantile([m for _, m in meds], 0.25))  # not the rare fastest round
-        slow = [i for i, m in meds if m > 1.15 * typical_fast]
-        all_slow = sum(1 for i in range(len(runs)) if 0 < slow.count(i) == sum(1 for j, _ in meds if j == i))
-        out[pid] = (len(slow), len(meds), all_slow)
-    return out
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,20 +49,34 @@ def compare(
         float | None, typer.Option(help="False discovery rate across points (Benjamini-Hochberg). Default 0.01.")
     ] = None,
     confidence: Annotated[
-        float | None, typer.Option(help="Level of the bootstrap interval on the ratio of medians. Default 0.99.")
+        float | None, typer.Option(help="Level of the interval on the ratio current/baseline. Default 0.99.")
     ] = None,
     min_samples: Annotated[
-        int | None, typer.Option(help="Fewer timing samples than this on either side: inconclusive. Default 10.")
-    ] = None,
-    normalize: Annotated[
-        bool | None, typer.Option("--normalize/--no-normalize", help="Divide out the run-wide shift (default: on).")
-    ] = None,
-    round_window: Annotated[
-        float | None,
+        int | None,
         typer.Option(
-            help="Set aside rounds (worker processes) slower than the point's fastest round by more than this (0.15 = 15 %; 0 keeps all). Default 0.15."
+            help="Single-round sides: fewer timing samples than this on either side: inconclusive. Default 10."
         ),
     ] = None,
+    normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="Divide out the machine's shift, measured by the reference workload in both runs (default: on).",
+        ),
+    ] = None,
+    min_rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Rounds (worker processes) a side needs in the compared page-fault state; fewer: inconclusive. Default 3."
+        ),
+    ] = None,
+    max_missing: Annotated[
+        float | None,
+        typer.Option(help="Share of the baseline's points the current run may lack (0.05 = 5 %). Default 0.05."),
+    ] = None,
+    allow_missing: Annotated[
+        bool, typer.Option(help="Pass however many of the baseline's points the current run lacks.")
+    ] = False,
     allow_mismatch: Annotated[
         bool, typer.Option(help="Compare runs from different devices, CPUs, GPUs, torch versions or dtypes.")
     ] = False,
@@ -117,7 +135,8 @@ def compare(
         confidence=confidence,
         min_samples=min_samples,
         normalize=normalize,
-        round_window=round_window,
+        min_rounds=min_rounds,
+        max_missing=1.0 if allow_missing else max_missing,
     )
     result = compare_history(base, cur, cfg) if from_history else do_compare(base, cur, cfg)
     if reason:
@@ -126,9 +145,24 @@ def compare(
     if markdown is not None:
         with open(markdown, "a", encoding="utf-8") as f:
             f.write(render.to_markdown(result, code, all_points))
-    if as_json:
-        print(json.dumps(render.to_json(result, code), indent=1))
-    else:
-        render.print_table(result, code, all_points)
+    with closed_pipe_ok():
+        if as_json:
+            print(json.dumps(render.to_json(result, code), indent=1))
+        else:
+            render.print_table(result, code, all_points)
     if code:
         raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def closed_pipe_ok() -> Iterator[None]:
+    """Output to a reader that went away (``compare ... | head``) is not the gate's failure: the
+    rest of the output is dropped, no traceback, and the exit code stays the verdict's."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # stdout's buffer cannot be flushed at exit either: point it at /dev/null (Python's docs, signal)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

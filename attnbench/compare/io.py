@@ -7,6 +7,7 @@ baseline (:mod:`attnbench.compare.baseline`) or a pytest-benchmark JSON file (ou
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from attnbench.compare.baseline import baseline_run_dir
 from attnbench.errors import UserError
 from attnbench.point import FAILED_STATUS_NAMES
+from attnbench.results.layout import PLAN
 from attnbench.results.pytest_benchmark import read_pytest_benchmark
 from attnbench.results.tables import load_run
 
@@ -37,6 +39,12 @@ class PointData:
     dtype: str | None = None
     error: str | None = None
     sample_rounds: list[int] | None = None  # the round (worker process) of each sample, if known
+    # per round, in round order (attnbench.measure.reference): machine reference ms, page faults
+    # per call, cost of one fault in us; one-element lists for a single-round point; None: unknown
+    round_ref_ms: list[float | None] | None = None
+    round_faults: list[float | None] | None = None
+    round_fault_us: list[float | None] | None = None
+    noise: str = ""  # why the point's number is noisy (attnbench.report.frame.noise_reasons), or ""
 
     @property
     def failed(self) -> bool:
@@ -54,6 +62,8 @@ class Side:
     suite: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     device_models: dict[str, str] = field(default_factory=dict)  # point_id -> model it ran on, if recorded
+    interrupted: bool = False  # the run was stopped before it finished (its metadata says so)
+    planned: int | None = None  # points the run planned, when known (an interrupted run lacks some)
 
     @property
     def dtypes(self) -> set[str]:
@@ -82,6 +92,24 @@ def _bool(v: Any) -> bool | None:
     return bool(v)
 
 
+def _per_round(row: dict[str, Any], col: str) -> list[float | None] | None:
+    """Column ``col`` of each round (``round_<col>`` of a pooled row, else the row's own value)."""
+    vals = row.get("round_" + col)
+    listed = vals is not None and not isinstance(vals, float)  # NaN when the column is absent
+    out = [_num(v) for v in list(vals)] if listed else [_num(row.get(col))]  # type: ignore[arg-type]
+    return out if any(v is not None for v in out) else None
+
+
+def _noise(df: Any, meta: dict[str, Any]) -> dict[str, str]:
+    """Why each point is noisy (the report's one definition), by point id."""
+    from attnbench.report.frame import noise_reasons  # deferred: pandas
+
+    if not len(df) or "status" not in df.columns or "pass" not in df.columns:
+        return {}
+    why = noise_reasons(df, meta)
+    return {str(pid): str(w) for pid, w in zip(df["point_id"], why, strict=True) if w}
+
+
 def side_from_tables(df: Any, samples: Any, meta: dict[str, Any], label: str) -> Side:
     """A side from a run's tables (results, samples, metadata)."""
     by_point: dict[str, list[float]] = {}
@@ -92,6 +120,7 @@ def side_from_tables(df: Any, samples: Any, meta: dict[str, Any], label: str) ->
             if "round" in grp.columns:  # runs written before rounds were recorded have none
                 rounds_of[str(pid)] = [int(r) for r in grp["round"]]
     points: dict[str, PointData] = {}
+    noise = _noise(df, meta)
     for row in df.to_dict(orient="records"):
         pid = str(row["point_id"])
         points[pid] = PointData(
@@ -105,8 +134,21 @@ def side_from_tables(df: Any, samples: Any, meta: dict[str, Any], label: str) ->
             impl=_str(row.get("impl")) or pid.split("/")[0],
             dtype=_str(row.get("dtype")),
             error=_str(row.get("error")) or _str(row.get("correctness_error")),
+            round_ref_ms=_per_round(row, "ref_ms"),
+            round_faults=_per_round(row, "faults_per_call"),
+            round_fault_us=_per_round(row, "ref_fault_us"),
+            noise=noise.get(pid, ""),
         )
-    side = Side(label, points, dict(meta.get("env") or {}), dict(meta.get("suite") or {}), meta.get("threads"))
+    planned = meta.get("planned_points")
+    side = Side(
+        label,
+        points,
+        dict(meta.get("env") or {}),
+        dict(meta.get("suite") or {}),
+        meta.get("threads"),
+        interrupted=bool(meta.get("interrupted")),
+        planned=int(planned) if isinstance(planned, int) else None,
+    )
     if "device_model" in df.columns:
         side.device_models = {
             str(p): str(m) for p, m in zip(df["point_id"], df["device_model"], strict=True) if _str(m)
@@ -116,7 +158,17 @@ def side_from_tables(df: Any, samples: Any, meta: dict[str, Any], label: str) ->
 
 def side_from_run(run_dir: Path, label: str | None = None) -> Side:
     """A side from a run directory written by ``attnbench run`` (or a saved baseline's copy)."""
-    return side_from_tables(*load_run(run_dir), label or str(run_dir))
+    side = side_from_tables(*load_run(run_dir), label or str(run_dir))
+    if side.planned is None:  # runs finalized before metadata carried it: the plan says
+        side.planned = _planned(Path(run_dir))
+    return side
+
+
+def _planned(run_dir: Path) -> int | None:
+    try:
+        return len(json.loads((run_dir / PLAN).read_text(encoding="utf-8"))["points"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def side_from_pytest_benchmark(path: Path, label: str | None = None) -> Side:

@@ -7,13 +7,14 @@
   (``scipy.stats.bootstrap``), with a fixed seed so the same inputs always give the same verdict.
 * :func:`benjamini_hochberg`: adjusted p-values (q-values) controlling the false discovery
   rate across the many points of a sweep (``scipy.stats.false_discovery_control``).
-* :func:`fast_rounds`: the samples of the rounds (worker processes) in a point's fastest state.
+* :func:`blocked_log_ratio`: per-round values (one per worker process) in blocks (process
+  states), the log ratio between the sides by least squares with a level per block, its
+  t-test and interval: the test for rounds as the unit.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,38 +79,39 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in scipy.stats.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")]
 
 
-def robust_shift(ratios: Sequence[float], min_points: int = 6) -> float:
-    """Run-wide speed shift: the geometric median-of-ratios, 1.0 with fewer than ``min_points``.
+def blocked_log_ratio(
+    cells: Sequence[tuple[Sequence[float], Sequence[float]]], confidence: float = 0.99
+) -> tuple[float, float, float, float]:
+    """(p, ratio, low, high) of cur / base from per-round values grouped into blocks (states):
+    least squares on the logarithms with one level per block and one shift between the sides
+    (log v = state + side * log ratio + noise), a two-sided t-test of the shift, and its interval
+    at ``confidence``. ``cells`` holds (base values, cur values) per block; a block missing
+    either side tells nothing about the shift and must be left out by the caller.
 
-    On a shared machine whole runs drift by 5-20 %; one impl's regression moves few of the
-    points, so the median ratio tracks the drift and not the regression.
+    The shift's estimate is the blocks' mean differences weighted by n_b n_c / (n_b + n_c); the
+    noise is pooled over every block and side, with n - blocks - 1 degrees of freedom (at least
+    one is needed). With one block this is Student's two-sample t-test on the logarithms. No
+    spread at all gives p = 1 for equal values, else p = 0, and the interval of the ratio itself.
     """
-    r = np.asarray([x for x in ratios if x > 0 and math.isfinite(x)], dtype=float)
-    if len(r) < min_points:
-        return 1.0
-    return float(np.exp(np.median(np.log(r))))
-
-
-def fast_rounds(samples: Sequence[float], rounds: Sequence[int] | None, window: float) -> tuple[list[float], int, int]:
-    """(samples of the fast rounds, rounds kept, rounds in all).
-
-    A round is one worker process. On a CPU a point's speed is partly a state of its process
-    that lasts the whole process: where the physical pages of its buffers fell in the caches
-    (measured here: naive softmax forward at N=512 ran at 5.5 ms in most processes and at 11 ms
-    in others, every sample alike). A round is kept when its median is within ``window``
-    (0.15 = 15 %) of the fastest round's median; the others are set aside, so both sides of a
-    comparison describe the same state. With one round, no round information, or ``window``
-    <= 0, every sample is kept.
-    """
-    n = len(samples)
-    if window <= 0 or not rounds or len(rounds) != n:
-        return list(samples), 1, 1
-    groups: dict[int, list[float]] = defaultdict(list)
-    for t, r in zip(samples, rounds, strict=True):
-        groups[int(r)].append(float(t))
-    if len(groups) < 2:
-        return list(samples), 1, 1
-    medians = {r: float(np.median(g)) for r, g in groups.items()}
-    limit = min(medians.values()) * (1.0 + window)
-    keep = {r for r, m in medians.items() if m <= limit}
-    return [float(t) for t, r in zip(samples, rounds, strict=True) if int(r) in keep], len(keep), len(groups)
+    weights, diffs, ss, n = [], [], 0.0, 0
+    for base, cur in cells:
+        lb, lc = np.log(np.asarray(base, dtype=float)), np.log(np.asarray(cur, dtype=float))
+        if not len(lb) or not len(lc):
+            raise ValueError("every block needs values on both sides")
+        weights.append(len(lb) * len(lc) / (len(lb) + len(lc)))
+        diffs.append(float(lc.mean() - lb.mean()))
+        ss += float(((lb - lb.mean()) ** 2).sum() + ((lc - lc.mean()) ** 2).sum())
+        n += len(lb) + len(lc)
+    df = n - len(cells) - 1
+    if df < 1:
+        raise ValueError(f"blocked_log_ratio needs more values than blocks + 1 (got {n} in {len(cells)} blocks)")
+    w, d = np.asarray(weights), np.asarray(diffs)
+    shift = float((w * d).sum() / w.sum())
+    ss += float((w * (d - shift) ** 2).sum())  # blocks that disagree on the shift are noise too
+    ratio = math.exp(shift)
+    if ss <= 0:
+        return (1.0 if shift == 0 else 0.0), ratio, ratio, ratio
+    se = math.sqrt(ss / df / float(w.sum()))
+    p = float(2 * scipy.stats.t.sf(abs(shift) / se, df))
+    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return p, ratio, math.exp(shift - half), math.exp(shift + half)

@@ -1,41 +1,54 @@
-"""A verdict per point, and the exit code of the whole comparison.
+"""A verdict per point, and the exit code of the whole comparison (docs/ci.md has the why).
 
-Latency rule (both sides ran and are correct):
+Latency rule, when both sides ran and are correct:
 
-0. Only the samples of each side's fast rounds count (``round_window``, see
-   :func:`attnbench.compare.stats.fast_rounds`): a worker process stuck in a slow cache
-   state for its whole life is set aside on either side, and the numbers below describe the
-   point's fast state on both. How many rounds were kept is reported.
-1. Fewer than ``min_samples`` timing samples on either side: **inconclusive**.
-2. The run-wide shift ``s`` (geometric median over all points of median(cur)/median(base)) is
-   divided out when ``normalize`` is on: a shared machine slows whole runs by 5-20 %, which is
-   not a regression of any one point. ``s`` is reported, never hidden.
-3. Mann-Whitney U on the samples (baseline scaled by ``s``); p-values of all points are
-   adjusted with Benjamini-Hochberg; a point is significant when its q-value <= ``alpha``.
-4. **regressed** only if significant AND every latency check is exceeded by the *lower* bound
-   of the bootstrap interval of the (shift-corrected) ratio of medians AND by the ratio of the
-   fastest samples. Contention on a shared machine only ever adds time, so a real slowdown
-   moves the fastest sample too; a burst of load during one point does not.
-   **improved** is the mirror image (upper bound, fastest samples both better).
-5. A point whose median alone crosses a threshold without meeting 4 is **inconclusive**.
+0. **The machine's shift** ``s`` (:mod:`attnbench.compare.machine`) comes from the reference
+   workload both runs measured in every worker, never from the points under test; the current
+   side is divided by it when ``normalize`` is on (without a reference on both sides: ``s = 1``,
+   said in a note).
+1. **Rounds are the unit** where both sides have several (:mod:`attnbench.compare.rounds`): one
+   value per worker process (the lower quartile of its samples), compared only between rounds in
+   the same page-fault state (states found on both sides are blocks), at least ``min_rounds`` a
+   side, else **inconclusive** with the reason. Least squares on their logarithms with a level
+   per state gives the ratio, its t-test and its interval at ``confidence``. Single-round sides (older runs, pytest-benchmark files) fall back to the
+   samples: Mann-Whitney U, a bootstrap interval of the ratio of medians, ``min_samples`` a
+   side, and the fastest samples must move too (load only ever adds time).
+2. p-values of all points are adjusted with Benjamini-Hochberg (``alpha`` is the false discovery
+   rate over the sweep).
+3. **regressed**: significant and the interval's lower end beyond every latency threshold.
+   **improved**: the mirror image, and neither side noisy (``noise_reasons``: a noisy point is
+   weaker evidence and never counts as an improvement). **unchanged**: the interval inside the
+   thresholds (evidence of no change, not merely no evidence of one). Anything else is
+   **inconclusive**, with the reason.
 
 Memory: every memory check exceeded -> regressed (peak memory is near-deterministic).
 Failures are states: "introduced a failure" (status not ok, or ``correct`` False, where the
 baseline was fine, or a new point that fails) and "fixed a failure" are verdicts of their own.
+The run: more than ``max_missing`` of the baseline's points missing from the current run fails
+the gate (exit 1) unless allowed; an interrupted run is said to be one; every point slower
+together beyond the threshold (their typical ratio's interval, the machine divided out) fails
+it too, even where no single point's rounds could settle it.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
+import scipy.stats
+
 from attnbench.compare import stats
 from attnbench.compare.io import PointData, Side
+from attnbench.compare.machine import machine_shift
+from attnbench.compare.rounds import fault_note, round_values, select_states
 from attnbench.gate import GateConfig
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+MIN_RUN_POINTS = 6  # tested points the whole-run check needs
 
 
 class Verdict(str, Enum):
@@ -51,24 +64,27 @@ class Verdict(str, Enum):
 
 @dataclass
 class PointVerdict:
-    """The verdict on one point and the numbers behind it (ratios are current / baseline)."""
+    """The verdict on one point and the numbers behind it (ratios are current / baseline, the
+    current side divided by the machine's shift)."""
 
     point_id: str
     impl: str
     verdict: Verdict
     reason: str = ""
-    base_ms: float | None = None
-    cur_ms: float | None = None
-    ratio: float | None = None  # shift-corrected ratio of medians
+    base_ms: float | None = None  # rounds: geometric mean of the lowest compared state's rounds; else the median
+    cur_ms: float | None = None  # as measured (not divided by the shift)
+    ratio: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    fast_ratio: float | None = None  # shift-corrected ratio of the fastest samples
+    fast_ratio: float | None = None  # single-round sides: ratio of the fastest samples
     p: float | None = None
     q: float | None = None
     base_mib: float | None = None
     cur_mib: float | None = None
-    base_rounds: str | None = None  # "kept/all" rounds of the baseline, e.g. "2/3"
+    base_rounds: str | None = None  # "compared/all" rounds of the baseline, e.g. "5/7"
     cur_rounds: str | None = None
+    unit: str | None = None  # "rounds" or "samples": what the test counted
+    noisy: str | None = None  # why either side is noisy
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,7 +94,8 @@ class PointVerdict:
 
 @dataclass
 class Comparison:
-    """All verdicts, the run-wide shift that was divided out, and the config used."""
+    """All verdicts, the machine's shift that was divided out, the config used, and run-level
+    failures (too many missing points)."""
 
     base_label: str
     cur_label: str
@@ -86,6 +103,8 @@ class Comparison:
     shift: float
     config: GateConfig
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    shift_measured: bool = False  # the shift came from both runs' machine reference
 
     def counts(self) -> dict[str, int]:
         c = Counter(v.verdict for v in self.verdicts)
@@ -93,7 +112,7 @@ class Comparison:
 
     def exit_code(self, fail_on_inconclusive: bool = False) -> int:
         kinds = {v.verdict for v in self.verdicts}
-        if Verdict.REGRESSED in kinds or Verdict.FAILURE in kinds:
+        if Verdict.REGRESSED in kinds or Verdict.FAILURE in kinds or self.failures:
             return EXIT_REGRESSION
         if fail_on_inconclusive and Verdict.INCONCLUSIVE in kinds:
             return EXIT_INCONCLUSIVE
@@ -132,46 +151,80 @@ def _pct(r: float) -> str:
     return f"{(r - 1) * 100:+.1f}%"
 
 
-def _rounds_note(pv: PointVerdict) -> str:
-    """ ", fast rounds 2/3 vs 3/3" when slow rounds were set aside on either side, else ""."""
-    sides = (pv.base_rounds, pv.cur_rounds)
-    if None in sides or all(kept == total for kept, total in (s.split("/") for s in sides)):  # type: ignore[union-attr]
-        return ""
-    return f", fast rounds {pv.base_rounds} vs {pv.cur_rounds}"
+@dataclass
+class _Test:
+    """A point whose latency was tested: its verdict record and what the verdict needs."""
+
+    pv: PointVerdict
+    note: str = ""  # appended to the reason: rounds compared, the fault state
+    base_fast: float | None = None  # single-round sides: the fastest samples
+    cur_fast: float | None = None
 
 
-def _latency(
-    pv: PointVerdict, b: list[float], c: list[float], shift: float, fast_shift: float, cfg: GateConfig
-) -> tuple[Verdict, str]:
-    """Latency verdict of a tested point (p, q, ci, fast_ratio already filled in)."""
+def _test_rounds(pv: PointVerdict, b: PointData, c: PointData, shift: float, cfg: GateConfig) -> _Test | str:
+    """Rounds as the unit (see the module docstring); the reason when the point cannot be tested."""
+    sel = select_states(round_values(b), round_values(c), cfg.min_rounds)
+    pv.unit, pv.base_rounds, pv.cur_rounds = "rounds", sel.base_kept, sel.cur_kept
+    if sel.why_not:
+        return sel.why_not
+    low_b, low_c = sel.cells[0]  # shown: the typical round of the lowest state compared
+    pv.base_ms, pv.cur_ms = _gmean([r.value for r in low_b]), _gmean([r.value for r in low_c])
+    cells = [([r.value for r in bc], [r.value / shift for r in cc]) for bc, cc in sel.cells]
+    pv.p, pv.ratio, pv.ci_low, pv.ci_high = stats.blocked_log_ratio(cells, cfg.confidence)
+    return _Test(pv, f", rounds {sel.base_kept} vs {sel.cur_kept}" + fault_note(sel))
+
+
+def _test_samples(pv: PointVerdict, b: PointData, c: PointData, shift: float, cfg: GateConfig) -> _Test | str:
+    """Samples as the unit, for single-round sides."""
+    bs, cs = list(b.samples or []), list(c.samples or [])
+    pv.unit = "samples"
+    if len(bs) < cfg.min_samples or len(cs) < cfg.min_samples:
+        return f"too few samples to decide ({len(bs)} vs {len(cs)}, need {cfg.min_samples})"
+    pv.base_ms, pv.cur_ms = float(np.median(bs)), float(np.median(cs))
+    scaled = [x * shift for x in bs]
+    pv.p = stats.mann_whitney_p(scaled, cs)
+    pv.ci_low, pv.ci_high = stats.bootstrap_ratio_ci(scaled, cs, cfg.confidence)
+    pv.ratio = pv.cur_ms / (pv.base_ms * shift)
+    pv.fast_ratio = min(cs) / (min(bs) * shift)
+    note = ", samples (one round a side: a process state cannot be told from a change)"
+    return _Test(pv, note, min(bs) * shift, min(cs))
+
+
+def _gmean(xs: list[float]) -> float:
+    return float(math.exp(sum(math.log(x) for x in xs) / len(xs)))
+
+
+def _latency(t: _Test, cfg: GateConfig) -> tuple[Verdict, str]:
+    """Latency verdict of a tested point (p, q, interval filled in)."""
+    pv = t.pv
     checks = cfg.for_field("latency")
     if not checks:
         return Verdict.UNCHANGED, ""
-    base_eff, base_fast = pv.base_ms * shift, min(b) * fast_shift  # type: ignore[operator]
-    cur_fast = min(c)
+    assert pv.ratio is not None and pv.ci_low is not None and pv.ci_high is not None and pv.base_ms is not None
+    base, lo, hi = pv.base_ms, pv.ci_low, pv.ci_high
     sig = pv.q is not None and pv.q <= cfg.alpha
-    lo, hi = pv.ci_low, pv.ci_high
-    assert lo is not None and hi is not None and pv.ratio is not None
-    slower = all(k.exceeds(base_eff, base_eff * pv.ratio) for k in checks)
-    faster = all(k.improves(base_eff, base_eff * pv.ratio) for k in checks)
-    if sig and all(k.exceeds(base_eff, base_eff * lo) and k.exceeds(base_fast, cur_fast) for k in checks):
-        return (
-            Verdict.REGRESSED,
-            f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g}{_rounds_note(pv)})",
-        )
-    if sig and all(k.improves(base_eff, base_eff * hi) and k.improves(base_fast, cur_fast) for k in checks):
-        return Verdict.IMPROVED, f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g}{_rounds_note(pv)})"
-    if slower or faster:
-        if not sig:
-            why = f"not significant (q={pv.q:.2g})"
-        elif slower and not all(k.exceeds(base_eff, base_eff * lo) for k in checks):
-            why = f"CI {_pct(lo)}..{_pct(hi)} reaches below the threshold"
-        elif faster and not all(k.improves(base_eff, base_eff * hi) for k in checks):
-            why = f"CI {_pct(lo)}..{_pct(hi)} reaches above the threshold"
-        else:
-            why = f"fastest samples moved only {_pct(pv.fast_ratio or 1.0)} (contention?)"
-        return Verdict.INCONCLUSIVE, f"latency {_pct(pv.ratio)} but {why}{_rounds_note(pv)}"
-    return Verdict.UNCHANGED, ""
+    above = all(k.exceeds(base, base * lo) for k in checks)  # the whole interval past every threshold
+    below = all(k.improves(base, base * hi) for k in checks)
+    # the fastest samples must move too (single-round sides only: load adds time, never removes it)
+    bf, cf = t.base_fast, t.cur_fast
+    fast_up = bf is None or cf is None or all(k.exceeds(bf, cf) for k in checks)
+    fast_down = bf is None or cf is None or all(k.improves(bf, cf) for k in checks)
+    what = f"latency {_pct(pv.ratio)} (CI {_pct(lo)}..{_pct(hi)}, q={pv.q:.2g}{t.note})"
+    if sig and above and fast_up:
+        return Verdict.REGRESSED, what
+    if sig and below and fast_down:
+        if pv.noisy:
+            return Verdict.INCONCLUSIVE, f"{what} but noisy ({pv.noisy}): not counted as an improvement"
+        return Verdict.IMPROVED, what
+    if not all(k.exceeds(base, base * hi) for k in checks) and not all(k.improves(base, base * lo) for k in checks):
+        return Verdict.UNCHANGED, ""
+    if (sig and above) or (sig and below):
+        why = f"fastest samples moved only {_pct(pv.fast_ratio or 1.0)} (contention?)"
+    else:
+        why = (
+            "" if sig else f"not significant (q={pv.q:.2g}), "
+        ) + f"CI {_pct(lo)}..{_pct(hi)} reaches past the threshold"
+    return Verdict.INCONCLUSIVE, f"latency {_pct(pv.ratio)} but {why}{t.note}"
 
 
 def _memory(b: PointData, c: PointData, cfg: GateConfig) -> tuple[Verdict, str]:
@@ -186,18 +239,14 @@ def _memory(b: PointData, c: PointData, cfg: GateConfig) -> tuple[Verdict, str]:
     return Verdict.UNCHANGED, ""
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-
-
 def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
     """Verdicts for every point of either side (baseline order first, then new points)."""
     cfg = cfg or GateConfig()
+    measured, why_none = machine_shift(base, cur)
+    shift = measured if (cfg.normalize and measured is not None) else 1.0
     ids = list(base.points) + [p for p in cur.points if p not in base.points]
     out: list[PointVerdict] = []
-    tested: list[tuple[PointVerdict, list[float], list[float]]] = []
+    tested: list[_Test] = []
     pending: dict[str, tuple[Verdict, str]] = {}
     for pid in ids:
         b, c = base.points.get(pid), cur.points.get(pid)
@@ -212,45 +261,75 @@ def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
             pv.verdict, pv.reason = decided
             continue
         assert b is not None and c is not None
-        bs, bk, bn = stats.fast_rounds(b.samples or [], b.sample_rounds, cfg.round_window)
-        cs, ck, cn = stats.fast_rounds(c.samples or [], c.sample_rounds, cfg.round_window)
-        if bn > 1 or cn > 1:
-            pv.base_rounds, pv.cur_rounds = f"{bk}/{bn}", f"{ck}/{cn}"
-        nb, nc = len(bs), len(cs)
-        if nb < cfg.min_samples or nc < cfg.min_samples:
-            pending[pid] = (Verdict.INCONCLUSIVE, f"too few samples to decide ({nb} vs {nc}, need {cfg.min_samples})")
+        pv.noisy = "; ".join(f"{name}: {p.noise}" for name, p in (("baseline", b), ("current", c)) if p.noise) or None
+        nb, nc = len(round_values(b)), len(round_values(c))
+        test = (_test_rounds if nb >= 2 and nc >= 2 else _test_samples)(pv, b, c, shift, cfg)
+        if isinstance(test, str):
+            pending[pid] = (Verdict.INCONCLUSIVE, test)
         else:
-            pv.base_ms, pv.cur_ms = _median(bs), _median(cs)
-            tested.append((pv, bs, cs))
-        if pv.base_ms and pv.cur_ms:
-            pv.ratio = pv.cur_ms / pv.base_ms
-        pending.setdefault(pid, (Verdict.UNCHANGED, ""))  # the latency verdict of an untested point
-    shift = stats.robust_shift([pv.ratio for pv, _, _ in tested if pv.ratio]) if cfg.normalize else 1.0
-    # the fastest samples drift less than the medians under load: they get their own shift
-    fast_shift = stats.robust_shift([min(cs) / min(bs) for _, bs, cs in tested]) if cfg.normalize else 1.0
-    for pv, bs, cs in tested:
-        scaled = [x * shift for x in bs]
-        pv.p = stats.mann_whitney_p(scaled, cs)
-        lo, hi = stats.bootstrap_ratio_ci(scaled, cs, cfg.confidence)
-        pv.ci_low, pv.ci_high = lo, hi
-        pv.ratio = pv.cur_ms / (pv.base_ms * shift)  # type: ignore[operator]
-        pv.fast_ratio = min(cs) / (min(bs) * fast_shift)
-    for (pv, _, _), q in zip(tested, stats.benjamini_hochberg([pv.p for pv, _, _ in tested]), strict=False):  # type: ignore[misc]
-        pv.q = q
-    tested_ids = {pv.point_id: (bs, cs) for pv, bs, cs in tested}
+            tested.append(test)
+    for t, q in zip(tested, stats.benjamini_hochberg([t.pv.p for t in tested]), strict=True):  # type: ignore[misc]
+        t.pv.q = q
+    latency = {t.pv.point_id: _latency(t, cfg) for t in tested}
     for pv in out:
-        if pv.point_id not in pending:
-            continue
-        b, c = base.points[pv.point_id], cur.points[pv.point_id]
-        lat = pending[pv.point_id]
-        if pv.point_id in tested_ids:
-            lat = _latency(pv, *tested_ids[pv.point_id], shift, fast_shift, cfg)
-        mem = _memory(b, c, cfg)
-        pv.verdict, pv.reason = _combine(lat, mem)
-    notes = []
-    if cfg.normalize and abs(shift - 1) > 0.02:
-        notes.append(f"the current run is {_pct(shift)} vs the baseline across all points; ratios are corrected for it")
-    return Comparison(base.label, cur.label, out, shift, cfg, notes)
+        if pv.point_id in latency or pv.point_id in pending:
+            lat = latency.get(pv.point_id) or pending[pv.point_id]
+            pv.verdict, pv.reason = _combine(lat, _memory(base.points[pv.point_id], cur.points[pv.point_id], cfg))
+    result = Comparison(base.label, cur.label, out, shift, cfg, shift_measured=measured is not None)
+    _run_notes(result, base, cur, measured, why_none)
+    _whole_run(result, [t.pv.ratio for t in tested if t.pv.ratio], measured is not None or not cfg.normalize)
+    return result
+
+
+def _whole_run(result: Comparison, ratios: list[float], attributable: bool) -> None:
+    """Every point slower together: a run-level failure when the points' typical ratio (geometric
+    mean over the tested points, its t-interval at ``confidence`` over the points' spread) is
+    beyond every relative latency threshold. The machine's own shift is already divided out, so
+    this is the code: a slowdown of every kernel that no single point's rounds could settle under
+    load is still caught. Needs :data:`MIN_RUN_POINTS` tested points and a machine reference
+    (without one, a slower machine would read as a slower code)."""
+    checks = [k for k in result.config.for_field("latency") if k.relative]
+    if not checks or len(ratios) < MIN_RUN_POINTS:
+        return
+    logs = np.log(np.asarray(ratios, dtype=float))
+    mean, se = float(logs.mean()), float(logs.std(ddof=1)) / math.sqrt(len(logs))
+    half = float(scipy.stats.t.ppf(0.5 + result.config.confidence / 2, len(logs) - 1)) * se
+    lo, hi, typical = math.exp(mean - half), math.exp(mean + half), math.exp(mean)
+    what = f"the points' typical ratio is {_pct(typical)} (CI {_pct(lo)}..{_pct(hi)}, {len(logs)} points)"
+    machine = f"the machine reference moved {_pct(result.shift)}" if result.shift_measured else "no machine reference"
+    if all(k.exceeds(1.0, lo) for k in checks):
+        if attributable:
+            result.failures.append(f"every point is slower: {what}; {machine} and is divided out: the code is slower")
+        else:
+            result.notes.append(f"every point is slower: {what}, but {machine} to tell the code from the machine")
+    elif all(k.improves(1.0, hi) for k in checks):
+        result.notes.append(f"every point is faster: {what}; {machine}")
+
+
+def _run_notes(result: Comparison, base: Side, cur: Side, measured: float | None, why_none: str) -> None:
+    """The machine's shift, interrupted runs and missing points, as notes and failures."""
+    cfg = result.config
+    if measured is None:
+        result.notes.append(f"{why_none}: times are compared as measured")
+    elif abs(measured - 1) > 0.02:
+        how = "divided out" if cfg.normalize else "not divided out (--no-normalize)"
+        result.notes.append(f"the machine reference ran {_pct(measured)} in the current run; {how}")
+    for name, side in (("baseline", base), ("current run", cur)):
+        if side.interrupted:
+            stored = len(side.points)
+            of = f" of {side.planned} planned" if side.planned else ""
+            result.notes.append(f"the {name} was interrupted: {stored}{of} points stored")
+    missing = sum(1 for v in result.verdicts if v.verdict == Verdict.MISSING)
+    total = len(base.points)
+    if missing and total:
+        share = missing / total
+        text = f"the current run lacks {missing} of the baseline's {total} points ({share:.0%})"
+        if share > cfg.max_missing:
+            result.failures.append(
+                f"{text}, more than max_missing {cfg.max_missing:.0%}; pass --allow-missing to accept it"
+            )
+        else:
+            result.notes.append(text)
 
 
 def _combine(lat: tuple[Verdict, str], mem: tuple[Verdict, str]) -> tuple[Verdict, str]:

@@ -41,7 +41,7 @@ from attnbench.compare.verdicts import Comparison, PointVerdict, Verdict
 from attnbench.errors import UserError
 from attnbench.gate import GateConfig
 from attnbench.history import identity, store
-from attnbench.history.ingestion import point_value
+from attnbench.history.ingestion import DEFAULT_ROUND_WINDOW, point_value
 
 PREFIX = "history:"
 MIN_RUNS = 3
@@ -210,7 +210,7 @@ def compare_history(base: HistorySide, cur: Side, cfg: GateConfig | None = None)
             pv.verdict, pv.reason = decided
             continue
         assert c is not None
-        value, _, _ = point_value(c.samples, c.sample_rounds, c.median, cfg.round_window)
+        value, _, _ = point_value(c.samples, c.sample_rounds, c.median, DEFAULT_ROUND_WINDOW)
         pv.cur_ms = value
         hist = {j: float(run.values[pid]) for j, run in enumerate(base.runs) if run.values.get(pid)}  # type: ignore[arg-type]
         hist = {j: v for j, v in hist.items() if v > 0}

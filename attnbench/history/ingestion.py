@@ -2,7 +2,7 @@
 
 Each point's **value** in its series is the median of the samples of its fast rounds (the
 worker processes within ``round_window`` of its fastest, as ``attnbench compare`` judges a
-point: :func:`attnbench.compare.stats.fast_rounds`), or ``time_ms_median`` when the run kept no
+point before the gate moved to rounds as its unit: :func:`fast_rounds`), or ``time_ms_median`` when the run kept no
 samples. Failed, skipped or incorrect points get no value (their status is kept).
 
 Idempotent: a run already in the history with the same contents is left alone; one whose
@@ -18,10 +18,14 @@ import hashlib
 import json
 import math
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from attnbench.errors import UserError
 from attnbench.history import identity, store
@@ -30,7 +34,7 @@ from attnbench.history import identity, store
 POINT_COLUMNS = ("impl", "pass", "causal", "dtype", "B", "H", "N", "D", "M", "status", "error", "correct",
                  "time_ms_median", "time_ms_min", "n_samples", "peak_mib")  # fmt: skip
 INT_COLUMNS = ("B", "H", "N", "D", "M", "n_samples")
-DEFAULT_ROUND_WINDOW = 0.15  # attnbench.gate.GateConfig's default
+DEFAULT_ROUND_WINDOW = 0.15  # a suite's [gate] round_window, when it sets none
 
 
 @dataclass
@@ -104,13 +108,35 @@ def suite_gate(meta: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
+def fast_rounds(samples: Sequence[float], rounds: Sequence[int] | None, window: float) -> tuple[list[float], int, int]:
+    """(samples of the fast rounds, rounds kept, rounds in all).
+
+    A round is one worker process. On a CPU a point's speed is partly a state of its process
+    that lasts the whole process: where the physical pages of its buffers fell in the caches
+    (measured here: naive softmax forward at N=512 ran at 5.5 ms in most processes and at 11 ms
+    in others, every sample alike). A round is kept when its median is within ``window``
+    (0.15 = 15 %) of the fastest round's median; the others are set aside, so both sides of a
+    comparison describe the same state. With one round, no round information, or ``window``
+    <= 0, every sample is kept.
+    """
+    n = len(samples)
+    if window <= 0 or not rounds or len(rounds) != n:
+        return list(samples), 1, 1
+    groups: dict[int, list[float]] = defaultdict(list)
+    for t, r in zip(samples, rounds, strict=True):
+        groups[int(r)].append(float(t))
+    if len(groups) < 2:
+        return list(samples), 1, 1
+    medians = {r: float(np.median(g)) for r, g in groups.items()}
+    limit = min(medians.values()) * (1.0 + window)
+    keep = {r for r, m in medians.items() if m <= limit}
+    return [float(t) for t, r in zip(samples, rounds, strict=True) if int(r) in keep], len(keep), len(groups)
+
+
 def point_value(
     samples: list[float] | None, rounds: list[int] | None, median: float | None, window: float
 ) -> tuple[float | None, int, int]:
     """(value in ms, rounds kept, rounds in all) of one point of one run (see the module doc)."""
-    import numpy as np
-
-    from attnbench.compare.stats import fast_rounds
 
     if not samples:
         return median, 1, 1
@@ -176,7 +202,7 @@ def load(run_dir: Path) -> LoadedRun:
 
 def fast_state_values(samples: Any, window: float) -> dict[str, tuple[float, int, int]]:
     """point_id -> (median of the fast rounds' samples, rounds kept, rounds in all), for every
-    point with samples. The same selection as :func:`attnbench.compare.stats.fast_rounds`
+    point with samples. The same selection as :func:`fast_rounds`
     (a test holds them equal), done for all points at once: a run of 200 points with 70
     samples each would otherwise spend most of its ingest in per-round medians."""
     if not len(samples):

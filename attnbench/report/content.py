@@ -56,6 +56,19 @@ def noise_fact(df: pd.DataFrame, meta: dict[str, Any]) -> Fact:
     return Fact("noise", value, warn=True)
 
 
+def interrupted_fact(df: pd.DataFrame, meta: dict[str, Any]) -> list[Fact]:
+    """``interrupted: 3 of 56 planned points stored, 53 missing`` for a run stopped before the
+    end (a warning), else nothing."""
+    if not meta.get("interrupted"):
+        return []
+    planned = meta.get("planned_points")
+    if isinstance(planned, int) and planned >= len(df):
+        value = f"{fmt_count(len(df))} of {fmt_count(planned)} planned points stored, {fmt_count(planned - len(df))} missing"
+    else:
+        value = f"{fmt_count(len(df))} points stored; the rest of the plan is missing"
+    return [Fact("interrupted", value + " (attnbench run --resume finishes it)", warn=True)]
+
+
 def correctness_fact(df: pd.DataFrame) -> Fact:
     checked = df["correct"].notna().sum() if "correct" in df else 0
     bad = int(df["correct"].astype(object).eq(False).sum()) if "correct" in df else 0
@@ -76,6 +89,7 @@ def header(df: pd.DataFrame, meta: dict[str, Any]) -> list[Fact]:
     machine.append(f"torch {env['torch']}" if env.get("torch") else None)
     facts = [
         Fact("points", status_counts(df)),
+        *interrupted_fact(df, meta),
         noise_fact(df, meta),
         correctness_fact(df),
         Fact("machine", " · ".join(text(m) for m in machine if m)),

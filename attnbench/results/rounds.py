@@ -16,12 +16,14 @@ from attnbench.measure.stats import summarize
 from attnbench.point import Record, Status
 
 _ERR = ("err_out", "err_dq", "err_dk", "err_dv")
+# measured once per round (attnbench.measure.reference): kept per round, in round order
+PER_ROUND = ("ref_ms", "faults_per_call", "ref_fault_us")
 
 
 def pool(records: list[Record]) -> list[Record]:
     """One record per point: samples of every round pooled, statistics recomputed, peak memory
     the median over rounds, errors the worst round's; ``sample_rounds`` says which round took
-    each sample (the gate sets slow processes aside: attnbench.compare.stats.fast_rounds).
+    each sample (the gate compares rounds: attnbench.compare.rounds).
     A round that failed makes the point fail with that round's row. Records of single-round
     points pass through with ``rounds = 1``."""
     by_point: dict[str, list[Record]] = defaultdict(list)
@@ -67,6 +69,11 @@ def _pooled(recs: list[Record]) -> Record:
         converged=all(bool(r.get("converged")) for r in rows),
         wall_s=sum(float(r.get("wall_s") or 0.0) for r in rows),
     )
+    for col in PER_ROUND:  # the gate's machine reference and fault state, round by round
+        per_round = [r.get(col) for r in rows]
+        known = [v for v in per_round if v is not None]
+        row["round_" + col] = per_round if known else None
+        row[col] = statistics.median(known) if known else None
     peaks = [r["peak_mib"] for r in rows if r.get("peak_mib") is not None]
     row["peak_mib"] = statistics.median(peaks) if peaks else None
     for col in _ERR:

@@ -82,6 +82,23 @@ COLUMNS: dict[str, tuple[str, str]] = {
     ),
     "shard": ("", "Slurm: the shard (submission-index) whose journal holds the point; null for local runs"),
     "slurm_job_id": ("", "Slurm: the job (array task) that ran the shard; null for local runs"),
+    # the gate's machine reference and fault state (attnbench.measure.reference), CPU only
+    "ref_ms": (
+        "ms",
+        "machine reference: a fixed 192x192 matmul + 4 MiB copy (torch, not the impl) timed with the point's "
+        "clock in its worker, before and after the point (median over rounds when rounds > 1)",
+    ),
+    "ref_mm_ms": ("ms", "the reference's matmul part (the first round's, when rounds > 1)"),
+    "ref_copy_ms": ("ms", "the reference's copy part (the first round's, when rounds > 1)"),
+    "ref_fault_us": ("us", "cost of one minor page fault in the worker: fresh pages written once (median over rounds)"),
+    "faults_per_call": (
+        "",
+        "minor page faults per call of the pass in its steady state (memory the allocator hands back and "
+        "faults in again at every call: a slow process state); median over rounds",
+    ),
+    "round_ref_ms": ("ms", "ref_ms of each round, in round order, when rounds > 1"),
+    "round_faults_per_call": ("", "faults_per_call of each round, in round order, when rounds > 1"),
+    "round_ref_fault_us": ("us", "ref_fault_us of each round, in round order, when rounds > 1"),
     # CUDA timer (attnbench.measure.cuda_timer) and memory (attnbench.measure.cuda_memory)
     "host_overhead_ms": ("ms", "CUDA: median host time to enqueue one call (Python dispatch, autograd, launches)"),
     "launch_bound": ("bool", "CUDA: enqueuing a call takes at least 90 % of its device time (the host sets the pace)"),

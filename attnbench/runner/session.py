@@ -152,6 +152,7 @@ class Session:
         meta = read_metadata(self.run_dir)
         meta["finished"] = None if interrupted else _now()
         meta["interrupted"] = interrupted
+        meta["planned_points"] = len(self.points)
         write_metadata(self.run_dir, meta)
         if not interrupted:
             shutil.rmtree(self.run_dir.refcache, ignore_errors=True)

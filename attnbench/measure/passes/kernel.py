@@ -24,6 +24,7 @@ from attnbench.measure.cuda_timer import graph_refusal, time_cuda
 from attnbench.measure.inputs import Inputs, make_inputs, make_pass
 from attnbench.measure.memory import cpu_peak_mib
 from attnbench.measure.passes.base import MIB, Measured, PassMeasure, peak_columns
+from attnbench.measure.reference import WorkerProbe, clock_for
 from attnbench.measure.roofline import roofline_columns
 from attnbench.measure.stats import summarize
 from attnbench.measure.telemetry import PointTelemetry
@@ -58,6 +59,10 @@ class KernelPass(PassMeasure):
         first = _first_call(point, options, check_call if point.pass_ is Pass.FWDBWD else fn)
         if first is not None and point.pass_ is Pass.FWDBWD:  # its first call may be the check's
             leaves.extend(correctness.check_leaves(inp, spec.backward))
+        # the gate's machine reference and the timed calls' page faults (CPU; measure/reference.py)
+        probe = WorkerProbe(clock_for(options.timing.clock)) if point.device == "cpu" else None
+        if probe is not None:
+            probe.before(fn)
         window = TimedWindow()
         # NVML sampler thread (a no-op when off): readings inside the timed window count, then a
         # dedicated back-to-back block of calls gives the energy per call
@@ -67,6 +72,9 @@ class KernelPass(PassMeasure):
             sync = torch.cuda.synchronize if point.device == "cuda" else _no_sync
             tele.energy_block(window.timed_fn or fn, sync=sync)
         stats = summarize(timing.samples_ms)
+        if probe is not None:
+            row.update(probe.after(timing.warmup_calls + stats.n * timing.calls_per_sample))
+            del probe
         row.update(cpu.columns())
         row.update(tele.columns(window=window))
         row.update(
