@@ -30,17 +30,23 @@ def _fresh_pages(n: int):
 
 def test_the_probe_counts_the_faults_of_the_timed_calls_only():
     probe = WorkerProbe(time.process_time_ns)
-    probe.before(_fresh_pages(64))  # the uncounted calls fault too
+    probe.before()
+    _fresh_pages(64)()  # a warm-up call before the window: not counted
+    probe.window_start()
     for _ in range(10):
         _fresh_pages(64)()
+    probe.window_end()
+    _fresh_pages(64)()  # after the window: not counted
     cols = probe.after(10)
     assert 60 <= cols["faults_per_call"] <= 70
     assert cols["ref_ms"] == cols["ref_mm_ms"] > 0 and cols["ref_copy_ms"] > 0 and cols["ref_fault_us"] > 0
     quiet = WorkerProbe(time.process_time_ns)
     x = bytearray(64 * PAGE)
-    quiet.before(lambda: x.__setitem__(0, 1))
+    quiet.before()
+    quiet.window_start()
     for _ in range(10):
         x[::PAGE] = b"\2" * 64  # memory the process keeps: no fault
+    quiet.window_end()
     assert quiet.after(10)["faults_per_call"] < 1
 
 

@@ -172,7 +172,7 @@ def time_cuda(
     enqueue: list[float] = []
     t_begin = time.perf_counter()
     if window is not None:
-        window.start_s, window.timed_fn = time.monotonic(), fn
+        window.open(fn)
     met = False
     while True:
         for i in range(batch):
@@ -192,7 +192,7 @@ def time_cuda(
         if stop:
             break
     if window is not None:
-        window.end_s = time.monotonic()
+        window.close()
     flush_mib = flusher.nbytes / MIB if flusher is not None else 0.0
     if flusher is not None:
         del flusher

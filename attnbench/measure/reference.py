@@ -16,8 +16,8 @@ point, neither of which the code under test can change:
   page; with the faults per call below it says how much of a round's time its faults cost.
 
 * **Page faults per call** (``faults_per_call``): minor page faults per call of the pass
-  while it was timed (``getrusage`` around the timer; the first call, which touches the
-  buffers for the first time, and the second are made before and not counted).
+  while it was timed (``getrusage`` at the ends of the timer's timed window: the warm-up
+  calls, which touch the buffers for the first time, are not counted).
   This is what a slow process state is on a CPU: glibc serves a large temporary (naive
   softmax's 4 MiB score matrices at N=512) either from memory it keeps, or from memory it
   hands back to the kernel at every free and faults in again, zeroed, at the next call. Which
@@ -49,7 +49,6 @@ SAMPLES_EACH = 6  # reference samples before and after the point's timing (12 in
 
 FAULT_PAGES = 256  # pages faulted in per probe of the fault cost (1 MiB)
 FAULT_PROBES = 2  # probes before and after the point's timing (4 in all)
-UNCOUNTED_CALLS = 2  # calls of the pass before its faults are counted
 
 REFERENCE_COLUMNS = ("ref_ms", "ref_mm_ms", "ref_copy_ms", "ref_fault_us", "faults_per_call")
 
@@ -121,26 +120,31 @@ class WorkerProbe:
     """What a worker measures around a point's timing for the gate: the reference before and
     after, and the page faults of the timed calls.
 
-    ``before(fn)`` samples the reference and makes two calls of ``fn`` whose faults are not
-    counted (the first touch of its buffers, and glibc raising its mmap threshold after the
-    first free, are not the state); ``after(calls)`` counts the faults
-    of the ``calls`` calls the timer made since (its warm-up included), samples the reference
-    again, and returns the columns."""
+    ``before()`` samples the reference; :meth:`window_start` and :meth:`window_end` are called by
+    the timer at the ends of its timed window (after its warm-up: the first touch of the
+    buffers and glibc raising its mmap threshold after the first free are not the state), so no
+    call is added to the point's; ``after(calls)`` divides the faults of the window by the
+    ``calls`` made in it, samples the reference again, and returns the columns."""
 
     def __init__(self, clock: Callable[[], int]):
         self.ref = Reference(clock)
-        self.faults0 = 0
+        self.faults0: int | None = None
+        self.faults = 0
 
-    def before(self, fn: Callable[[], object]) -> None:
+    def before(self) -> None:
         self.ref.sample()
-        for _ in range(UNCOUNTED_CALLS):
-            fn()
+
+    def window_start(self) -> None:
         self.faults0 = minor_faults()
 
+    def window_end(self) -> None:
+        if self.faults0 is not None:
+            self.faults = minor_faults() - self.faults0
+
     def after(self, calls: int) -> dict[str, Any]:
-        faults = minor_faults() - self.faults0
         self.ref.sample()
-        return {**self.ref.columns(), "faults_per_call": faults / max(calls, 1)}
+        per_call = self.faults / max(calls, 1) if self.faults0 is not None else None
+        return {**self.ref.columns(), "faults_per_call": per_call}
 
 
 def _median(xs: list[float]) -> float:

@@ -48,6 +48,18 @@ class TimedWindow:
     start_s: float = math.nan
     end_s: float = math.nan
     timed_fn: Callable[[], object] | None = None
+    on_start: Callable[[], None] | None = None  # called as the window opens (e.g. a fault counter)
+    on_end: Callable[[], None] | None = None  # called as it closes
+
+    def open(self, fn: Callable[[], object]) -> None:
+        self.start_s, self.timed_fn = time.monotonic(), fn
+        if self.on_start is not None:
+            self.on_start()
+
+    def close(self) -> None:
+        self.end_s = time.monotonic()
+        if self.on_end is not None:
+            self.on_end()
 
     @property
     def duration_s(self) -> float:
@@ -83,13 +95,14 @@ def time_cpu(
     (``single_call``; no warm-up, not converged): a call of seconds is timed once rather than
     three times (warm-up, sample, memory), and its one-time costs are a small part of it."""
     start = clock()
-    w0 = time.monotonic()
+    if window is not None:  # opened again after the warm-up unless this first call is the sample
+        window.open(fn)
     t0 = clock()
     (first or fn)()
     first_s = (clock() - t0) / 1e9
     if cfg.single_call_s is not None and first_s >= cfg.single_call_s:
         if window is not None:
-            window.start_s, window.end_s, window.timed_fn = w0, time.monotonic(), fn
+            window.close()
         return TimingResult([first_s * 1e3], 1, False, 0, (clock() - start) / 1e9, single_call=True)
     warm = 1
     while (clock() - start) / 1e9 < cfg.warmup_s:
@@ -102,7 +115,7 @@ def time_cpu(
     rule = StopRule(cfg)
     samples: list[float] = []
     if window is not None:
-        window.start_s, window.timed_fn = time.monotonic(), fn
+        window.open(fn)
     t_begin = clock()
     met = False
     while True:
@@ -114,7 +127,7 @@ def time_cpu(
         if stop:
             break
     if window is not None:
-        window.end_s = time.monotonic()
+        window.close()
     return TimingResult(
         samples_ms=samples,
         calls_per_sample=calls,

@@ -62,8 +62,10 @@ class KernelPass(PassMeasure):
         # the gate's machine reference and the timed calls' page faults (CPU; measure/reference.py)
         probe = WorkerProbe(clock_for(options.timing.clock)) if point.device == "cpu" else None
         if probe is not None:
-            probe.before(fn)
+            probe.before()
         window = TimedWindow()
+        if probe is not None:  # the faults of the timed calls only, warm-up excluded
+            window.on_start, window.on_end = probe.window_start, probe.window_end
         # NVML sampler thread (a no-op when off): readings inside the timed window count, then a
         # dedicated back-to-back block of calls gives the energy per call
         with PointTelemetry(dict(options.telemetry) if options.telemetry else None) as tele:
@@ -73,7 +75,7 @@ class KernelPass(PassMeasure):
             tele.energy_block(window.timed_fn or fn, sync=sync)
         stats = summarize(timing.samples_ms)
         if probe is not None:
-            row.update(probe.after(timing.warmup_calls + stats.n * timing.calls_per_sample))
+            row.update(probe.after(stats.n * timing.calls_per_sample))
             del probe
         row.update(cpu.columns())
         row.update(tele.columns(window=window))
