@@ -15,6 +15,7 @@ import typer
 from attnbench.commands._common import split_list, user_errors
 from attnbench.errors import UserError
 from attnbench.point import FAILED_STATUS_NAMES
+from attnbench.text import terminal_safe
 
 EXIT_INTERRUPTED = 130
 
@@ -83,22 +84,48 @@ def run(
         cuda_graph=cuda_graph,
         l2_flush=l2_flush,
     )
-    session = start(request, resume, on_event=_event)
-    session.prepare()
-    interrupted = _sweep(session)
-    df = session.finalize(interrupted)
-    if report and not interrupted:
-        _write_report(session.run_dir.path)
-    _print_summary(df, session.run_dir.path, as_json)
+    from attnbench.results.layout import StorageError
+    from attnbench.runner import signals
+
+    with signals.stoppable():  # Ctrl-C, SIGTERM, SIGHUP: stop, keep what is finished, exit 128 + signal
+        session = None
+        try:
+            session = start(request, resume, on_event=_event)
+            session.prepare()
+            try:
+                interrupted = _sweep(session)
+            except StorageError as exc:  # the journal could not be written: stop, keep what is stored
+                raise session.failed(exc) from None
+            df = session.finalize(interrupted)
+            if not interrupted:
+                signals.check()  # a signal while the tables were written: stop before the report
+            if report and not interrupted:
+                _write_report(session.run_dir.path)
+            _print_summary(df, session.run_dir.path, as_json)
+        except KeyboardInterrupt:  # before the sweep (nothing measured) or while reporting (all stored)
+            where = "" if session is None else f"; what finished is stored in {session.run_dir}"
+            if session is not None:
+                session.close()
+            print(f"interrupted ({_signal_name(signals.exit_code())}){where}", file=sys.stderr)
+            raise typer.Exit(signals.exit_code()) from None
     if interrupted:
         print(
-            f"interrupted: {len(df)} of {len(session.points)} points are stored in {session.run_dir}; "
-            f"continue with: attnbench run --resume {session.run_dir}",
+            f"interrupted ({_signal_name(signals.exit_code())}): {len(df)} of {len(session.points)} points are "
+            f"stored in {session.run_dir}; continue with: attnbench run --resume {session.run_dir}",
             file=sys.stderr,
         )
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(signals.exit_code(EXIT_INTERRUPTED))
     if strict and _failed(df):
         raise typer.Exit(1)
+
+
+def _signal_name(code: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(code - 128).name
+    except ValueError:
+        return "Ctrl-C"
 
 
 def _failed(df: Any) -> int:
@@ -107,7 +134,7 @@ def _failed(df: Any) -> int:
 
 
 def _event(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    print(terminal_safe(msg), file=sys.stderr)  # may quote a plugin's name or exception text
 
 
 def _write_report(run_dir: Path) -> None:
@@ -116,7 +143,7 @@ def _write_report(run_dir: Path) -> None:
     try:
         written = build(run_dir)
     except UserError as exc:  # the results are stored; a report can be made later
-        print(f"report not written: {exc}", file=sys.stderr)
+        print(f"report not written: {terminal_safe(exc)}", file=sys.stderr)
         return
     print(f"report: {written.get('html')} and {written.get('md')}", file=sys.stderr)
 
@@ -148,16 +175,18 @@ def _sweep(session: Any) -> bool:
         transient=False,
     )
     with progress:
-        task = progress.add_task(session.run_dir.name, total=total, completed=total - len(todo), last="")
+        name = escape(terminal_safe(session.run_dir.name))  # --out may hold rich markup or escapes
+        task = progress.add_task(name, total=total, completed=total - len(todo), last="")
 
         def on_done(rec: Any) -> None:
             row = rec.row
+            pid = escape(terminal_safe(row["point_id"])[:70])  # a plugin's name: text, not markup
             if row["status"] == "ok":
                 mark = " [red]INCORRECT[/]" if row.get("correct") is False else ""
-                msg = f"{row['point_id']}: {row.get('time_ms_median', float('nan')):.3g} ms{mark}"
+                msg = f"{pid}: {row.get('time_ms_median', float('nan')):.3g} ms{mark}"
             else:
-                msg = f"{row['point_id']}: {row['status']}"
-            progress.update(task, advance=1, last=escape(msg)[:90])
+                msg = f"{pid}: {escape(terminal_safe(row['status']))}"
+            progress.update(task, advance=1, last=msg)
 
         return bool(session.sweep(on_done=on_done))
 

@@ -105,10 +105,13 @@ def cached_reference(
         if not with_grads or all(n in cached for n in GRAD_NAMES):
             return cached
     result = reference_outputs(ref_fn, inp, bool(point["causal"]), with_grads)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(result, tmp)
-    tmp.replace(path)
+    try:  # the cache is an optimisation: a full disk or read-only directory never fails the check
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result, tmp)
+        tmp.replace(path)
+    except Exception:  # OSError, or torch's RuntimeError from its zip writer
+        tmp.unlink(missing_ok=True)
     return result
 
 
