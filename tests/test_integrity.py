@@ -56,7 +56,7 @@ def test_full_disk_for_the_reference_cache_leaves_verdicts_true(tmp_path):
     rows = json.loads(res.stdout)["points"]
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
     assert all(r["correct"] is True for r in rows), [(r["point_id"], r["correctness_error"]) for r in rows]
-    assert not list((out / ".refcache").glob("ref-*.pt")) if (out / ".refcache").exists() else True
+    assert all(r["err_out"] is not None and r["err_out"] < 1e-3 for r in rows)  # the check did run
 
 
 # 2 -- --resume reuses every option -------------------------------------------------------------

@@ -5,8 +5,8 @@ Each trial starts a small run in a fresh directory and injects one fault at a ra
   kill-main      SIGKILL the main process (then: no worker, fork server or tracker may survive)
   kill-worker    SIGKILL the worker measuring a point (that point is a planted crash: `crashed`)
   kill-server    SIGKILL the fork server (its worker dies with it; the point runs again)
-  tear-journal   SIGKILL the main process, then damage the journal: cut its last line, append
-                 garbage or a JSON line that is not a record, or cut a line in the middle
+  tear-journal   SIGKILL the main process, then damage the journal: cut a line in the middle,
+                 and cut its last line, append garbage or append JSON that is not a record
   full-disk      run under a file size limit (ulimit -f) that the journal outgrows, or on a tiny
                  tmpfs when one can be mounted (root); resume with space again
   two-writers    a second `run --resume` while the first runs: it must be refused
@@ -209,8 +209,8 @@ class Runner:
             return base
         return ["sh", "-c", f'ulimit -f {ulimit_f} && exec "$@"', "sh", *base]
 
-    def start(self, run: Path, ulimit_f: int | None = None) -> subprocess.Popen:
-        args = ["run", "--suite", str(self.suite), "--out", str(run), "--no-report"]
+    def start(self, run: Path, ulimit_f: int | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+        args = ["run", "--suite", str(self.suite), "--out", str(run), "--no-report", *extra]
         return subprocess.Popen(
             self.cmd(*args, ulimit_f=ulimit_f),
             stdout=subprocess.DEVNULL,
@@ -293,7 +293,7 @@ def fault_kill_main(r: Runner, run: Path, rng: random.Random, trial: Trial, tota
 
 def fault_kill_worker(r: Runner, run: Path, rng: random.Random, trial: Trial, total: int) -> None:
     proc = r.start(run)
-    _wait_points(run, proc, rng.randint(0, total - 2))
+    _wait_points(run, proc, rng.randint(0, total - 4))
     worker = None
     if _wait(lambda: _server_and_worker(proc.pid)[1] is not None or proc.poll() is not None, 60):
         time.sleep(rng.uniform(0, 0.15))
@@ -317,27 +317,34 @@ def fault_kill_server(r: Runner, run: Path, rng: random.Random, trial: Trial, to
     _expect_exit(trial, code, err, (0,))
 
 
-def fault_tear_journal(r: Runner, run: Path, rng: random.Random, trial: Trial, total: int) -> None:
+TEAR_TAILS = ("cut-last", "garbage", "not-a-record")
+
+
+def fault_tear_journal(r: Runner, run: Path, rng: random.Random, trial: Trial, total: int, nth: int) -> None:
+    """Kill the run, cut a line in the middle of its journal (that record is lost: resume runs
+    it again), then damage the tail: cut the last line (a kill mid-write), append garbage, or
+    append JSON lines that are not records (rotating with ``nth``)."""
     fault_kill_main(r, run, rng, trial, total)
     path = run / "journal.jsonl"
     if not path.exists():
         return
-    data = path.read_bytes()
-    how = rng.choice(["cut-last", "garbage", "not-a-record", "cut-middle"])
-    if how == "cut-last" and data:
+    lines = path.read_bytes().split(b"\n")
+    done = []
+    if len(lines) >= 3:
+        i = rng.randrange(len(lines) - 2)
+        lines[i] = lines[i][: len(lines[i]) // 2]
+        done.append(f"cut line {i + 1}")
+    data = b"\n".join(lines)
+    how = TEAR_TAILS[nth % len(TEAR_TAILS)]
+    if how == "cut-last" and data.strip():
         last = data.rstrip(b"\n").rfind(b"\n") + 1
-        data = data[: rng.randint(last, max(last, len(data) - 2))]
+        data = data[: rng.randint(last, max(last, len(data.rstrip(b"\n")) - 1))]
     elif how == "garbage":
         data += b"\x00\xff{garbage" + bytes(rng.randrange(256) for _ in range(20))
     elif how == "not-a-record":
         data += b'{"row": {"point_id": 7}}\n[1, 2, 3]\n'
-    elif how == "cut-middle" and data.count(b"\n") >= 2:
-        lines = data.split(b"\n")
-        i = rng.randrange(len(lines) - 1)
-        lines[i] = lines[i][: len(lines[i]) // 2]
-        data = b"\n".join(lines)
     path.write_bytes(data)
-    trial.notes.append(f"journal {how}")
+    trial.notes.append(f"journal: {', '.join([*done, how])}")
 
 
 def _mount_tmpfs(where: Path, size_k: int) -> bool:
@@ -370,8 +377,12 @@ def fault_full_disk(r: Runner, run: Path, rng: random.Random, trial: Trial, tota
 
 
 def fault_two_writers(r: Runner, run: Path, rng: random.Random, trial: Trial, total: int) -> None:
-    proc = r.start(run)
-    _wait_points(run, proc, rng.randint(1, total - 3))
+    # slower points (the resume reuses the option), and the second writer starts as soon as the
+    # first has written its plan, so that the first still runs when the second asks for the lock
+    proc = r.start(run, extra=("--max-time", "0.3"))
+    _wait(lambda: (run / "plan.json").exists() or proc.poll() is not None)
+    if rng.random() < 0.5:
+        _wait_points(run, proc, rng.randint(1, total // 2))
     if proc.poll() is None:
         second = r.run("run", "--resume", str(run), "--no-report")
         refused = second.returncode == 2 and "in use by" in second.stderr
@@ -425,7 +436,7 @@ def run_trial(r: Runner, idx: int, kind: str, rng: random.Random, clean: dict, t
         elif kind == "kill-server":
             fault_kill_server(r, run, rng, trial, total)
         elif kind == "tear-journal":
-            fault_tear_journal(r, run, rng, trial, total)
+            fault_tear_journal(r, run, rng, trial, total, idx // len(KINDS))
         elif kind == "full-disk":
             new = fault_full_disk(r, run, rng, trial, total, tmpfs)
             if new != run:
