@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -43,9 +44,9 @@ timeout_s = {timeout}
 
 def write_suite(
     path: Path,
-    impls: list[str],
-    ns: list[int] = (16,),  # type: ignore[assignment]
-    passes: list[str] = ("fwd",),  # type: ignore[assignment]
+    impls: Sequence[str],
+    ns: Sequence[int] = (16,),
+    passes: Sequence[str] = ("fwd",),
     timeout: float = 60,
     max_time: float = 0.01,
 ) -> Path:
