@@ -195,6 +195,19 @@ def test_full_disk_mid_run_is_one_line_exit_74_and_resume_completes(tmp_path):
     assert {r["point_id"]: r["correct"] for r in rows if r["point_id"] in before} == before
 
 
+def test_a_run_that_cannot_write_its_metadata_leaves_its_directory_reusable(tmp_path):
+    """ulimit -f 3 (KiB): plan.json fits, metadata.json does not. One line, exit 74, and the
+    directory is left empty (not half a run that neither --resume nor --out accepts)."""
+    suite = write_suite(tmp_path / "t.toml", ["linear-chunked"])
+    out = tmp_path / "run"
+    err = one_line_error(cli("run", "--suite", str(suite), "--out", str(out), "--no-report", ulimit_f=3), code=74)
+    assert "metadata.json: cannot be written (File too large)" in err, err
+    assert list(out.iterdir()) == []
+    res = cli("run", "--suite", str(suite), "--out", str(out), "--no-report")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(records(out)) == 1
+
+
 def test_journal_append_that_fails_keeps_every_earlier_line(tmp_path):
     """In a process whose file size limit is hit mid-line, append raises one StorageError and
     cuts the file back: the lines before stay whole and the next append starts a fresh line."""

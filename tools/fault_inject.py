@@ -407,6 +407,9 @@ def fault_signals(
     r: Runner, run: Path, rng: random.Random, trial: Trial, total: int, sigs: tuple[int, ...], want: int
 ) -> None:
     proc = r.start(run)
+    # once the command has taken over (its run directory exists; before that Python is still
+    # importing, and a signal there ends the interpreter the usual way, before any run exists)
+    _wait(lambda: run.exists() or proc.poll() is not None)
     _wait_points(run, proc, rng.randint(0, total - 2))
     time.sleep(rng.uniform(0, 0.3))
     for i, sig in enumerate(sigs):

@@ -253,7 +253,9 @@ def _create(request: RunRequest, on_event: Callable[[str], None]) -> Session:
     run_dir, lock = _new_run_dir(request.out, suite.name)
     try:
         return _start_new(run_dir, lock, request, suite, overrides, timing, device, threads, points)
-    except BaseException:
+    except BaseException:  # Ctrl-C while calibrating, a full disk: leave the directory empty, reusable
+        for path in (run_dir.plan, run_dir.metadata):
+            path.unlink(missing_ok=True)
         lock.release()
         raise
 
