@@ -111,6 +111,16 @@ print(home)
 
 
 @nox.session(python=PY)
+def faults(session: nox.Session) -> None:
+    """Fault injection (tools/fault_inject.py): kill the run, a worker or the fork server at
+    random moments, tear the journal, fill the disk, race two writers, then resume; each trial
+    must lose, duplicate and change nothing. Not a default session: 24 trials take several
+    minutes on 2 cores (CI runs it: .ci/run)."""
+    _install(session)
+    session.run("python", "tools/fault_inject.py", "--trials", "24", *session.posargs)
+
+
+@nox.session(python=PY)
 def gpu(session: nox.Session) -> None:
     """Only the GPU tests (`-m gpu`): run on a machine with CUDA and a CUDA build of torch
     (ATTNBENCH_TORCH_SPEC). nvcc and the CUDA headers come from the same pinned pip wheels as the

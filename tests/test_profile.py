@@ -98,7 +98,7 @@ def test_profile_directly_prints_an_80_column_table(tmp_path: Path) -> None:
     s = json.loads((out / "summary.json").read_text())
     prof = s["profiled"]
     assert prof["calls"] == 3 and len(prof["busy_ms"]) == 3 and len(prof["unprofiled_ms"]) == 3
-    assert all(0 < b <= c for b, c in zip(prof["busy_ms"], prof["call_ms"])), prof
+    assert all(0 < b <= c for b, c in zip(prof["busy_ms"], prof["call_ms"], strict=True)), prof
 
 
 @pytest.mark.parametrize(

@@ -20,15 +20,27 @@ from pathlib import Path
 
 
 def one(impl: str, n: int, calls: int, out: Path) -> dict:
-    cmd = ["attnbench", "profile", "--impl", impl, "--set", f"N={n}", "--threads", "1",
-           "--calls", str(calls), "--out", str(out), "--json"]
+    cmd = [
+        "attnbench",
+        "profile",
+        "--impl",
+        impl,
+        "--set",
+        f"N={n}",
+        "--threads",
+        "1",
+        "--calls",
+        str(calls),
+        "--out",
+        str(out),
+        "--json",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}: {res.stderr.strip().splitlines()[-1:]}")
     s = json.loads(res.stdout)
     beside = s["profiled"]["unprofiled_ms_median"]
-    return {"impl": impl, "self_sum_ms": s["self_sum_ms"], "unprofiled_ms": beside,
-            "ratio": s["self_sum_ms"] / beside}
+    return {"impl": impl, "self_sum_ms": s["self_sum_ms"], "unprofiled_ms": beside, "ratio": s["self_sum_ms"] / beside}
 
 
 def main() -> int:
@@ -46,8 +58,11 @@ def main() -> int:
             for impl in impls:
                 row = one(impl, a.n, a.calls, Path(d) / f"{impl}-{r}")
                 rows.append(row)
-                print(f"{impl:20s} run {r + 1}: self times {row['self_sum_ms']:.1f} ms, "
-                      f"unprofiled {row['unprofiled_ms']:.1f} ms, ratio {row['ratio']:.3f}", flush=True)
+                print(
+                    f"{impl:20s} run {r + 1}: self times {row['self_sum_ms']:.1f} ms, "
+                    f"unprofiled {row['unprofiled_ms']:.1f} ms, ratio {row['ratio']:.3f}",
+                    flush=True,
+                )
     bad = False
     for impl in impls:
         rs = [x["ratio"] for x in rows if x["impl"] == impl]

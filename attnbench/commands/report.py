@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from attnbench.commands._common import user_errors
+from attnbench.text import terminal_safe
 
 
 @user_errors
@@ -41,7 +43,14 @@ def report(
     """Write the report of a run: charts (PNG, SVG), report.md (fit for a CI job summary) and a
     self-contained report.html."""
     from attnbench.report import build, parse_formats  # deferred: pandas, seaborn
+    from attnbench.results import journal
+    from attnbench.results.layout import RunDir
 
+    rd = RunDir(run_dir)
+    if run_dir.is_dir() and not rd.results.exists():  # the tables are rebuilt from the journal: say what it skips
+        warning = journal.read(rd).warning(rd.journal)
+        if warning:
+            print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
     written = build(run_dir, parse_formats(format_), out, baseline, assets_url, device_model, allow_mixed_devices, svg)
     for kind in ("md", "html", "charts"):
         if kind in written:

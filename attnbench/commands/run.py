@@ -15,6 +15,7 @@ import typer
 from attnbench.commands._common import DEVICE_METAVAR, split_list, user_errors
 from attnbench.errors import UserError
 from attnbench.point import DTYPE_NAMES, FAILED_STATUS_NAMES
+from attnbench.text import terminal_safe
 
 EXIT_INTERRUPTED = 130
 EXIT_NOISY = 3  # --strict-noise: noisy numbers and nothing worse (as compare's inconclusive)
@@ -153,36 +154,64 @@ def run(
         "shards": slurm_shards,
         "cpus_per_task": slurm_cpus_per_task,
     }
-    where = choose(ExecutorRequest(executor, gpus, slurm, slurm_config, wait), resume, device)
-    session = start(request, resume, on_event=_event, remote=where.remote_device if where.remote else None)
-    session.executor = where.build(session)
-    session.prepare()
-    interrupted = _sweep(session)
-    if session.executor.detached:
-        print(
-            f"submitted; follow with: attnbench status {session.run_dir}; once the shards end, "
-            f"attnbench run --resume {session.run_dir} collects them, re-submits what is missing and writes the report",
-            file=sys.stderr,
-        )
-        return
-    df = session.finalize(interrupted)
-    if report and not interrupted:
-        _write_report(session.run_dir.path)
-    _print_summary(df, session.run_dir.path, as_json)
-    if history and not interrupted:
-        from attnbench.history import ingest  # deferred: duckdb
+    from attnbench.results.layout import StorageError
+    from attnbench.runner import signals
 
-        print(str(ingest(session.run_dir.path)), file=sys.stderr)
+    with signals.stoppable():  # Ctrl-C, SIGTERM, SIGHUP: stop, keep what is finished, exit 128 + signal
+        session = None
+        try:
+            where = choose(ExecutorRequest(executor, gpus, slurm, slurm_config, wait), resume, device)
+            session = start(request, resume, on_event=_event, remote=where.remote_device if where.remote else None)
+            session.executor = where.build(session)
+            session.prepare()
+            try:
+                interrupted = _sweep(session)
+            except StorageError as exc:  # the journal could not be written: stop, keep what is stored
+                raise session.failed(exc) from None
+            if session.executor.detached:
+                session.close()
+                print(
+                    f"submitted; follow with: attnbench status {session.run_dir}; once the shards end, "
+                    f"attnbench run --resume {session.run_dir} collects them, re-submits what is missing "
+                    "and writes the report",
+                    file=sys.stderr,
+                )
+                return
+            df = session.finalize(interrupted)
+            if not interrupted:
+                signals.check()  # a signal while the tables were written: stop before the report
+            if report and not interrupted:
+                _write_report(session.run_dir.path)
+            _print_summary(df, session.run_dir.path, as_json)
+            if history and not interrupted:
+                from attnbench.history import ingest  # deferred: duckdb
+
+                print(str(ingest(session.run_dir.path)), file=sys.stderr)
+        except KeyboardInterrupt:  # before the sweep (nothing measured) or while reporting (all stored)
+            where_ = "" if session is None else f"; what finished is stored in {session.run_dir}"
+            if session is not None:
+                session.close()
+            print(f"interrupted ({_signal_name(signals.exit_code())}){where_}", file=sys.stderr)
+            raise typer.Exit(signals.exit_code()) from None
     if interrupted:
         print(
-            f"interrupted: {len(df)} of {len(session.points)} points are stored in {session.run_dir}; "
-            f"continue with: attnbench run --resume {session.run_dir}",
+            f"interrupted ({_signal_name(signals.exit_code())}): {len(df)} of {len(session.points)} points are "
+            f"stored in {session.run_dir}; continue with: attnbench run --resume {session.run_dir}",
             file=sys.stderr,
         )
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(signals.exit_code(EXIT_INTERRUPTED))
     code = strict_exit(df, session.meta, strict, strict_noise)
     if code:
         raise typer.Exit(code)
+
+
+def _signal_name(code: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(code - 128).name
+    except ValueError:
+        return "Ctrl-C"
 
 
 def _failed(df: Any) -> int:
@@ -215,7 +244,7 @@ def strict_exit(df: Any, meta: dict[str, Any], strict: bool, strict_noise: bool)
 
 
 def _event(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    print(terminal_safe(msg), file=sys.stderr)  # may quote a plugin's name or exception text
 
 
 def _write_report(run_dir: Path) -> None:
@@ -224,7 +253,7 @@ def _write_report(run_dir: Path) -> None:
     try:
         written = build(run_dir, svg=False)  # PNG only: SVGs cost a third of the report's time
     except UserError as exc:  # the results are stored; a report can be made later
-        print(f"report not written: {exc}", file=sys.stderr)
+        print(f"report not written: {terminal_safe(exc)}", file=sys.stderr)
         return
     print(
         f"report: {written.get('html')} and {written.get('md')} (SVG charts: attnbench report {run_dir})",

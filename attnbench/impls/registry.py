@@ -10,12 +10,20 @@ family ``linear``, both causal modes, CPU and CUDA, float32).
 Decoders (the token-by-token form of an implementation, for pass ``decode``) are held here
 too: :func:`register_decoder`, :func:`get_decoder`; see :mod:`attnbench.impls.decoding`.
 
+A plugin cannot replace a built-in: a plugin registering a built-in name (above all a float64
+reference, ``softmax`` or ``linear-quadratic``) is refused, the built-in stays, the clash is
+listed by :func:`broken_plugins` (so ``attnbench list`` names the plugin) and :func:`get` of
+that name is a one-line error, so a run that uses it, or whose reference it is, is refused. Two
+plugins registering one name are both refused. A plugin name must be a plain identifier
+(:data:`NAME_PATTERN`): it ends up in point ids, file names, terminals and Markdown.
+
 This module imports no torch: listing implementations stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -23,11 +31,13 @@ from typing import Any
 
 from attnbench.errors import UserError
 from attnbench.point import DTYPE_NAMES, Family
+from attnbench.text import terminal_safe
 
 ENTRY_POINT_GROUP = "attnbench.impls"
 FAMILIES = tuple(f.value for f in Family)
 ALL_DTYPES = DTYPE_NAMES
 RECOMPUTE_SUFFIX = "-recompute"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 # Modules holding the built-in implementations; imported on first registry use.
 BUILTIN_MODULES = (
@@ -114,7 +124,58 @@ def _first_line(doc: str | None) -> str:
 
 _REGISTRY: dict[str, ImplSpec] = {}
 _BROKEN_PLUGINS: dict[str, str] = {}
+_CLASHES: dict[str, str] = {}  # name -> why the plugin(s) registering it were refused
 _loaded = False
+_loading_plugin: str | None = None  # the distribution whose entry point is being imported
+
+
+def _is_builtin(spec: ImplSpec) -> bool:
+    return not spec.origin.startswith("plugin ")
+
+
+def _reference_names() -> set[str]:
+    return {spec.reference_name for spec in _REGISTRY.values() if _is_builtin(spec)}
+
+
+def _refuse_name(name: str, dist: str) -> bool:
+    """Record why a plugin's ``name`` cannot be registered; False if it can."""
+    if NAME_PATTERN.match(name):
+        return False
+    shown = terminal_safe(name)[:64] or "?"
+    _BROKEN_PLUGINS[shown] = (
+        f"plugin {dist}: name {shown!r} refused; expected letters, digits, '.', '_', '+' or '-' "
+        "(at most 64, starting with a letter or digit)"
+    )
+    return True
+
+
+def _add(spec: ImplSpec, dist: str | None) -> None:
+    """Register ``spec``: a built-in (``dist`` None) as is, a plugin's unless its name clashes."""
+    if dist is None:
+        if not NAME_PATTERN.match(spec.name):
+            raise ValueError(f"impl name {spec.name!r} does not match {NAME_PATTERN.pattern}")
+        _REGISTRY[spec.name] = spec
+        return
+    spec.origin = f"plugin {dist}"
+    name = spec.name
+    if _refuse_name(name, dist):
+        return
+    existing = _REGISTRY.get(name)
+    if existing is None or existing is spec:
+        if name not in _CLASHES:
+            _REGISTRY[name] = spec
+        return
+    if _is_builtin(existing):
+        what = (
+            f"the float64 reference of the {existing.family} family"
+            if name in _reference_names()
+            else "a built-in implementation"
+        )
+        _CLASHES[name] = f"plugin {dist} registers {name!r}, the name of {what}; the plugin is refused"
+        return
+    other = existing.origin.removeprefix("plugin ")
+    _CLASHES[name] = f"plugins {other} and {dist} both register {name!r}; both are refused"
+    del _REGISTRY[name]
 
 
 def register(
@@ -158,7 +219,7 @@ def register(
             prepare=prepare,
             origin=getattr(fn, "__module__", "builtin") or "builtin",
         )
-        _REGISTRY[name] = spec
+        _add(spec, _loading_plugin)
         fn.attnbench_spec = spec  # type: ignore[attr-defined]
         return fn
 
@@ -168,10 +229,8 @@ def register(
 def _spec_from_plugin(ep_name: str, obj: Any, dist: str) -> ImplSpec:
     spec = getattr(obj, "attnbench_spec", None)
     if isinstance(spec, ImplSpec):
-        spec.origin = f"plugin {dist}"
         return spec
     if isinstance(obj, ImplSpec):
-        obj.origin = f"plugin {dist}"
         return obj
     if not callable(obj):
         raise TypeError(f"entry point {ep_name!r} names a {type(obj).__name__}, not a callable")
@@ -185,16 +244,23 @@ def _spec_from_plugin(ep_name: str, obj: Any, dist: str) -> ImplSpec:
 
 
 def load_plugins() -> None:
-    """Import every entry point in ``attnbench.impls``; a broken one is recorded, not raised."""
+    """Import every entry point in ``attnbench.impls``; a broken one is recorded, not raised;
+    one whose name clashes is refused (see the module docstring)."""
+    global _loading_plugin
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "?"
+        dist = terminal_safe(ep.dist.name if ep.dist is not None else "?")
+        if _refuse_name(ep.name, dist):
+            continue
+        _loading_plugin = dist  # a register() call while importing it is the plugin's
         try:
             obj = ep.load()
             spec = _spec_from_plugin(ep.name, obj, dist)
         except Exception as exc:
             _BROKEN_PLUGINS[ep.name] = f"plugin {dist} failed to import: {type(exc).__name__}: {exc}"
             continue
-        _REGISTRY[spec.name] = spec
+        finally:
+            _loading_plugin = None
+        _add(spec, dist)
 
 
 def ensure_loaded() -> None:
@@ -209,8 +275,13 @@ def ensure_loaded() -> None:
 
 
 def get(name: str) -> ImplSpec:
-    """The spec registered as ``name``; an unknown name is a UserError listing what exists."""
+    """The spec registered as ``name``; an unknown name, or one a plugin clashed with, is a
+    UserError (listing what exists, or naming the plugin)."""
     ensure_loaded()
+    if name in _CLASHES:
+        raise UserError(
+            f"impl {name!r}: refused while {_CLASHES[name]} (see `attnbench list`); uninstall or rename that plugin"
+        )
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in _BROKEN_PLUGINS:
@@ -224,8 +295,30 @@ def all_specs() -> dict[str, ImplSpec]:
 
 
 def broken_plugins() -> dict[str, str]:
+    """Plugins that cannot be used, by name, with why: failed imports, refused names and clashes
+    with built-in (or each other's) names."""
     ensure_loaded()
-    return dict(_BROKEN_PLUGINS)
+    return {**_BROKEN_PLUGINS, **{name: f"name clash: {why}" for name, why in _CLASHES.items()}}
+
+
+def clashes() -> dict[str, str]:
+    """Names a plugin tried to take from a built-in (or two plugins both registered), with why."""
+    ensure_loaded()
+    return dict(_CLASHES)
+
+
+def check_usable(name: str) -> ImplSpec:
+    """:func:`get` of ``name`` and of its family's float64 reference: a run is refused if a
+    plugin clashed with either."""
+    spec = get(name)
+    ref = spec.reference_name
+    if ref in _CLASHES:
+        raise UserError(
+            f"impl {name!r}: its float64 reference {ref!r} is refused while {_CLASHES[ref]} "
+            "(see `attnbench list`); uninstall or rename that plugin"
+        )
+    get(ref)
+    return spec
 
 
 def set_long_reference(name: str, label: str, fn: Callable[..., Any]) -> None:
@@ -260,6 +353,11 @@ def register_decoder(
     """Decorator: register ``factory`` as the decoder ``name`` built on implementation ``impl``."""
 
     def deco(factory: DecoderFactory) -> DecoderFactory:
+        if _loading_plugin is not None and name in _DECODERS:  # a plugin cannot replace a decoder
+            _CLASHES[name] = (
+                f"plugin {_loading_plugin} registers decoder {name!r}, a built-in name; the plugin is refused"
+            )
+            return factory
         _DECODERS[name] = DecoderSpec(name, impl, kind, factory, description)
         return factory
 
@@ -275,6 +373,8 @@ def set_recompute_factory(make: Callable[[str], DecoderFactory]) -> None:
 def get_decoder(name: str) -> DecoderSpec:
     """The decoder ``name``: a registered one, or ``IMPL-recompute`` for any registered impl."""
     ensure_loaded()
+    if name in _CLASHES:
+        raise UserError(f"impl {name!r}: refused while {_CLASHES[name]} (see `attnbench list`)")
     if name in _DECODERS:
         return _DECODERS[name]
     if name.endswith(RECOMPUTE_SUFFIX) and _recompute is not None:

@@ -216,11 +216,14 @@ def cached_reference(
         if not with_grads or all(n in cached for n in GRAD_NAMES):
             return cached
     result = reference_outputs(ref_fn, inp, bool(point["causal"]), with_grads)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # a name of its own per writer: two lanes or shards may compute the same reference at once
     tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    torch.save(result, tmp)
-    tmp.replace(path)
+    try:  # the cache is an optimisation: a full disk or read-only directory never fails the check
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result, tmp)
+        tmp.replace(path)
+    except Exception:  # OSError, or torch's RuntimeError from its zip writer
+        tmp.unlink(missing_ok=True)
     return result
 
 

@@ -3,17 +3,24 @@ so an interrupted or crashed sweep keeps every point it finished and ``--resume`
 
 A sharded run (Slurm) has one more journal per shard under ``journal.d/`` (one writer each, see
 :mod:`attnbench.results.shards`); :func:`read` merges them after the main journal into the one
-logical journal of the run."""
+logical journal of the run.
+
+An append that fails (full disk, file size limit, read-only file) is cut back to where the
+file ended, so the lines before it stay whole, and raises :class:`StorageError`. A line torn by
+a kill mid-write, or anything else that is not a record, is skipped by :func:`read` and named
+in :meth:`JournalRead.warning`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnbench.errors import UserError
 from attnbench.point import Record
-from attnbench.results.layout import RunDir
+from attnbench.results.layout import RunDir, StorageError
 from attnbench.results.shards import journal_files
 
 
@@ -40,17 +47,37 @@ def _path(run_dir: Path | RunDir) -> Path:
 
 
 def append(run_dir: Path | RunDir, record: Record) -> None:
-    """Append one record durably (a torn last line, from a run killed mid-write, is closed first)."""
+    """Append one record durably (a torn last line, from a run killed mid-write, is closed
+    first); on failure the file is cut back to its old length and StorageError is raised."""
     path = _path(run_dir)
-    torn = False
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + json.dumps(record.to_json()) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = json.dumps(record.to_json()).encode("utf-8") + b"\n"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StorageError.of(path, exc) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        try:
+            _write_all(fd, line)
+            os.fsync(fd)
+        except OSError as exc:
+            # shrinking needs no space: the lines before this one stay whole (if even that fails,
+            # the torn tail is skipped by read() and closed by the next append)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise StorageError.of(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until everything is written (a write near a size limit may be short)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def read(run_dir: Path | RunDir) -> JournalRead:
@@ -72,14 +99,17 @@ def _read_file(path: Path, by_id: dict[tuple[str, int], Record]) -> JournalRead:
         return JournalRead([])
     bad: list[int] = []
     torn = False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().split("\n")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().split("\n")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             rec = Record.from_json(json.loads(line))
-        except (ValueError, TypeError, KeyError):  # JSONDecodeError is a ValueError
+        except (ValueError, TypeError, KeyError, RecursionError):  # JSONDecodeError is a ValueError
             bad.append(i)
             torn = torn or i == len(lines)
             continue

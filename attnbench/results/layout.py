@@ -10,14 +10,22 @@
     steps.parquet      decode points only: one row per sampled step
     report/            report.md, report.html, charts/
     .refcache/         float64 references and correctness verdicts shared by the run's points
+    .lock              the running writer's pid and host, flock-ed for the run's lifetime (lock.py)
+
+Every file but the journal is written whole or not at all (:func:`write_atomic`); the journal
+is appended a line at a time and a failed append is cut back (:mod:`.journal`). A write that
+fails is a :class:`StorageError`: one line, exit code 74, everything finished kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from attnbench.errors import UserError
 
 JOURNAL = "journal.jsonl"
 PLAN = "plan.json"
@@ -27,6 +35,21 @@ SAMPLES = "samples.parquet"
 STEPS = "steps.parquet"
 REPORT = "report"
 REFCACHE = ".refcache"
+LOCK = ".lock"
+# sysexits.h EX_IOERR: a file of the run could not be written (full disk, read-only directory)
+EXIT_STORAGE = 74
+
+
+class StorageError(UserError):
+    """A file of the run could not be written; the message is one line naming the file and
+    why, and everything finished before it is kept (``attnbench run --resume`` continues)."""
+
+    exit_code = EXIT_STORAGE
+
+    @classmethod
+    def of(cls, path: Path, exc: OSError | Exception) -> StorageError:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        return cls(f"{path}: cannot be written ({why})")
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,10 @@ class RunDir:
         return self.path / REFCACHE
 
     @property
+    def lock(self) -> Path:
+        return self.path / LOCK
+
+    @property
     def name(self) -> str:
         return self.path.name
 
@@ -80,16 +107,32 @@ class RunDir:
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``path`` whole or not at all: a temporary file in the same directory, fsynced, then
-    renamed over it, so a reader never sees half a file."""
+    renamed over it, so a reader never sees half a file. A failed write (full disk, read-only
+    directory, file size limit) leaves ``path`` as it was and raises :class:`StorageError`."""
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StorageError.of(path, exc) from None
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the run's files from other users
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError.of(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(run_dir: RunDir) -> None:
+    """Delete temporary files left by writes that were killed before their rename (only the
+    lock holder calls this, so no write of another process is in flight)."""
+    for tmp in run_dir.path.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -4,6 +4,7 @@ calibration sees the same thread count and device as the points)."""
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from typing import Any
 
@@ -37,10 +38,12 @@ def device_facts(device: str, dtypes: list[str], threads: int | None) -> dict[st
 def main(device: str, dtypes: list[str], threads: int | None, conn: Any) -> None:
     """Child entry (through :func:`attnbench.runner.procs.run_child`)."""
     try:
-        conn.send(device_facts(device, dtypes, threads))
+        facts = device_facts(device, dtypes, threads)
     except BaseException as exc:
-        conn.send({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)})
-    conn.close()
+        facts = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+    with contextlib.suppress(OSError):  # BrokenPipeError: the main process stopped listening
+        conn.send(facts)
+        conn.close()
 
 
 def device_facts_in_worker(

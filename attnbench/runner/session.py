@@ -28,10 +28,12 @@ from attnbench.errors import UserError
 from attnbench.impls import registry
 from attnbench.point import DEVICES, CudaTimerOptions, Pass, Point, Record, RunOptions, TimingConfig
 from attnbench.results import journal
-from attnbench.results.layout import RunDir
+from attnbench.results.layout import RunDir, StorageError, remove_stale_temps
+from attnbench.results.lock import RunLock, acquire
 from attnbench.results.metadata import read_metadata, write_metadata
 from attnbench.results.plan import Plan, read_plan, write_plan
 from attnbench.results.tables import finalize
+from attnbench.runner import signals
 from attnbench.runner.calibrate import device_facts_in_worker
 from attnbench.runner.executors.local import LocalExecutor
 from attnbench.runner.prepare import prepare_impls
@@ -114,6 +116,7 @@ class Session:
     on_event: Callable[[str], None] = field(default=lambda _msg: None)
     # where the points run (attnbench.runner.executors): None = local, one point at a time
     executor: Any = None
+    lock: RunLock | None = None
 
     @property
     def points(self) -> list[Point]:
@@ -147,16 +150,55 @@ class Session:
             return True
 
     def finalize(self, interrupted: bool) -> pd.DataFrame:
-        """Write the tables and close the metadata; the reference cache goes once the run is whole."""
-        df, _samples = finalize(self.run_dir)
-        meta = read_metadata(self.run_dir)
-        meta["finished"] = None if interrupted else _now()
-        meta["interrupted"] = interrupted
-        meta["planned_points"] = len(self.points)
-        write_metadata(self.run_dir, meta)
-        if not interrupted:
-            shutil.rmtree(self.run_dir.refcache, ignore_errors=True)
+        """Write the tables and close the metadata; the reference cache goes once the run is whole.
+        Stop signals wait until the tables are written; the lock is released at the end. A
+        table that cannot be written is a StorageError saying what is kept."""
+
+        def note(signum: int) -> None:
+            self.on_event(f"{signals.Stop(signum)}: writing the tables of {self.run_dir} first, then stopping")
+
+        try:
+            with signals.deferred(note):
+                try:
+                    df, _samples = finalize(self.run_dir)
+                    meta = read_metadata(self.run_dir)
+                    meta["finished"] = None if interrupted else _now()
+                    meta["interrupted"] = interrupted
+                    meta["planned_points"] = len(self.points)
+                    write_metadata(self.run_dir, meta)
+                except StorageError as exc:
+                    raise StorageError(
+                        f"{exc}; every finished point is kept in {self.run_dir.journal}: free space, then "
+                        f"`attnbench run --resume {self.run_dir}` (or `attnbench report {self.run_dir}`) writes the tables"
+                    ) from None
+                remove_stale_temps(self.run_dir)
+                if not interrupted:
+                    shutil.rmtree(self.run_dir.refcache, ignore_errors=True)
+        finally:
+            self.close()
         return df
+
+    def failed(self, exc: StorageError) -> StorageError:
+        """The one-line error for a write that failed mid-sweep: what failed, what is kept, how
+        to continue. The tables are written from the journal if the disk still lets them be."""
+        done = {r.point_id for r in journal.load(self.run_dir)}
+        try:
+            with signals.deferred():
+                finalize(self.run_dir)
+        except (StorageError, UserError):
+            pass
+        finally:
+            self.close()
+        return StorageError(
+            f"{exc}; {len(done)} of {len(self.points)} points are stored in {self.run_dir}; "
+            f"once it can be written, continue with: attnbench run --resume {self.run_dir}"
+        )
+
+    def close(self) -> None:
+        """Release the run directory's lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def start(
@@ -166,14 +208,15 @@ def start(
     *,
     remote: Callable[[Any], str] | None = None,
 ) -> Session:
-    """A new run (plan written, device calibrated, metadata started) or a reopened one.
+    """A new run (plan written, device calibrated, metadata started) or a reopened one, its
+    directory locked against a second writer until :meth:`Session.finalize` (or process exit).
 
     ``remote``: the points run on other machines (Slurm shards): nothing is probed, calibrated
     or thread-counted here, and the device is ``--device`` or ``remote(suite)``."""
     request.validate()
-    session = _reopen(request, resume, remote) if resume is not None else _create(request, remote)
-    if on_event is not None:
-        session.on_event = on_event
+    event = on_event or (lambda _msg: None)
+    session = _reopen(request, resume, event, remote) if resume is not None else _create(request, event, remote)
+    session.on_event = event
     return session
 
 
@@ -204,8 +247,10 @@ _REMOTE_FACTS: dict[str, Any] = {
 }
 
 
-def _create(request: RunRequest, remote: Callable[[Any], str] | None = None) -> Session:
-    suite = load_suite(request.suite or "seqlen")
+def _create(
+    request: RunRequest, on_event: Callable[[str], None], remote: Callable[[Any], str] | None = None
+) -> Session:
+    suite = load_suite("seqlen" if request.suite is None else request.suite)  # "" is a mistake, not the default
     overrides: dict[str, list[Any]] = {}
     for s in request.sets:
         key, values = parse_set(s)
@@ -216,7 +261,7 @@ def _create(request: RunRequest, remote: Callable[[Any], str] | None = None) -> 
         overrides["dtype"] = [parse_set(f"dtype={d}")[1][0] for d in request.dtypes]
     timing = _timing(suite.timing_config, request)
     if remote is None:
-        device = resolve_device(request.device or "auto")
+        device = resolve_device("auto" if request.device is None else request.device)
     else:
         device = request.device if request.device not in (None, "auto") else remote(suite)
         if device not in DEVICES:  # not probed: the shards' nodes have the devices, not this one
@@ -225,12 +270,29 @@ def _create(request: RunRequest, remote: Callable[[Any], str] | None = None) -> 
     points = expand(suite, device, overrides)
     if not points:
         raise UserError(f"suite {suite.name}: the overrides leave no points to run")
-    for p in points:  # an unknown name is a one-line error listing what exists
-        if p.pass_ is Pass.DECODE:
-            registry.get_decoder(p.impl)
-        else:
-            registry.get(p.impl)
-    run_dir = _new_run_dir(request.out, suite.name)
+    _check_impls(points)
+    run_dir, lock = _new_run_dir(request.out, suite.name)
+    try:
+        return _start_new(run_dir, lock, request, suite, overrides, timing, device, threads, points, remote)
+    except BaseException:  # Ctrl-C while calibrating, a full disk: leave the directory empty, reusable
+        for path in (run_dir.plan, run_dir.metadata):
+            path.unlink(missing_ok=True)
+        lock.release()
+        raise
+
+
+def _start_new(
+    run_dir: RunDir,
+    lock: RunLock,
+    request: RunRequest,
+    suite: Any,
+    overrides: dict[str, list[Any]],
+    timing: TimingConfig,
+    device: str,
+    threads: int,
+    points: list[Point],
+    remote: Callable[[Any], str] | None,
+) -> Session:
     dtypes = sorted({p.dtype.value for p in points if not p.skip})
     facts = device_facts_in_worker(device, dtypes, threads) if remote is None else _REMOTE_FACTS
     options = RunOptions(
@@ -274,12 +336,30 @@ def _create(request: RunRequest, remote: Callable[[Any], str] | None = None) -> 
         "cuda_timer": asdict(options.cuda),
     }
     write_metadata(run_dir, meta)
-    return Session(run_dir, plan, options, meta, resumed=False)
+    return Session(run_dir, plan, options, meta, resumed=False, lock=lock)
 
 
-def _new_run_dir(out: str | None, suite_name: str) -> RunDir:
-    """The run directory to create: ``--out`` or ``runs/SUITE-TIMESTAMP``; checked, then made."""
+def _check_impls(points: list[Point]) -> None:
+    """Every impl of the run exists and neither it nor its reference was claimed by a plugin
+    (an unknown or refused name is a one-line error naming what exists, or the plugin)."""
+    for name, decode in sorted({(p.impl, p.pass_ is Pass.DECODE) for p in points}):
+        if decode:
+            registry.check_usable(registry.get_decoder(name).impl)
+        else:
+            registry.check_usable(name)
+
+
+def _occupied(path: Path) -> bool:
+    """The directory holds something other than a (stale) lock file."""
+    return any(p.name != RunDir(path).lock.name for p in path.iterdir())
+
+
+def _new_run_dir(out: str | None, suite_name: str) -> tuple[RunDir, RunLock]:
+    """The run directory to create: ``--out`` or ``runs/SUITE-TIMESTAMP``; checked, made and
+    locked (two runs started at once into one directory: the second is refused)."""
     if out is not None:
+        if not out.strip() or any(ord(c) < 32 or ord(c) == 127 for c in out):
+            raise UserError(f"--out {out!r}: expected a directory path (not empty, no control characters)")
         path = Path(out)
         label = f"--out {out!r}"
     else:
@@ -287,18 +367,25 @@ def _new_run_dir(out: str | None, suite_name: str) -> RunDir:
         label = f"run directory {str(path)!r}"
         if RUNS_ROOT.resolve() not in path.resolve().parents:
             raise UserError(f"{label}: resolves outside {RUNS_ROOT}/; rename the suite")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{label}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        raise UserError(f"{label}: directory is not empty; use --resume {path} to continue it")
     try:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{label}: exists and is not a directory")
+        if path.is_dir() and _occupied(path):
+            if RunDir(path).lock.exists():  # a run is writing it: name the writer, not only "not empty"
+                acquire(RunDir(path), label).release()
+            raise UserError(f"{label}: directory is not empty; use --resume {path} to continue it")
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".attnbench-write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{label}: cannot be created or written ({exc.strerror or exc})") from None
-    return RunDir(path)
+    run_dir = RunDir(path)
+    lock = acquire(run_dir, label)
+    if _occupied(path):  # another run got here between our check and our lock
+        lock.release()
+        raise UserError(f"{label}: directory is not empty; use --resume {path} to continue it")
+    return run_dir, lock
 
 
 def _options_doc(options: RunOptions) -> dict[str, Any]:
@@ -313,10 +400,35 @@ def _options_doc(options: RunOptions) -> dict[str, Any]:
     }
 
 
-def _reopen(request: RunRequest, resume: Path, remote: Callable[[Any], str] | None = None) -> Session:
+def _reopen(
+    request: RunRequest, resume: Path, on_event: Callable[[str], None], remote: Callable[[Any], str] | None = None
+) -> Session:
     run_dir = RunDir(resume)
+    read_plan(run_dir)  # a directory that is not a run is refused before anything is written there
+    lock = acquire(run_dir, f"--resume {str(resume)!r}")
+    try:
+        return _reopen_locked(request, run_dir, lock, on_event, remote)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _reopen_locked(
+    request: RunRequest,
+    run_dir: RunDir,
+    lock: RunLock,
+    on_event: Callable[[str], None],
+    remote: Callable[[Any], str] | None,
+) -> Session:
+    note = lock.stale_note()
+    if note:
+        on_event(note)
     plan = read_plan(run_dir)
     meta = read_metadata(run_dir)
+    _check_impls(plan.points)
+    warning = journal.read(run_dir).warning(run_dir.journal)
+    if warning:
+        on_event(f"warning: {warning}; those points run again")
     stored = meta.get("request") or {}
     for name, val in request.given().items():
         if name == "out":
@@ -365,7 +477,7 @@ def _reopen(request: RunRequest, resume: Path, remote: Callable[[Any], str] | No
     meta["resumed"] = [*meta.get("resumed", []), _now()]
     meta["finished"] = None
     write_metadata(run_dir, meta)
-    return Session(run_dir, plan, options, meta, resumed=True)
+    return Session(run_dir, plan, options, meta, resumed=True, lock=lock)
 
 
 def _show(val: Any) -> str:

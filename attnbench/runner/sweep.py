@@ -1,6 +1,8 @@
 """Run a list of (point, round) pairs, each in its own worker process, journaling every finished
 one at once: a crash, an OOM kill or a hang becomes that point's row (status crashed, oom or
-timeout) and the sweep goes on."""
+timeout) and the sweep goes on. A worker lost because its fork server died is not the point's
+fault: the point runs again in a fresh server. A worker lost to the signal that stops the run is
+not journaled at all (``--resume`` runs it)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from typing import Any
 from attnbench.point import Point, Record, RunOptions, Status
 from attnbench.results import journal
 from attnbench.results.layout import RunDir
-from attnbench.runner import procs
+from attnbench.runner import procs, signals
+
+# Runs of a point whose fork server died under it before the point is given up as crashed.
+SERVER_LOST_TRIES = 3
 
 POINT_COLUMNS = ("point_id", "impl", "pass", "causal", "dtype", "B", "H", "N", "D", "M", "seed", "device")
 
@@ -38,6 +43,11 @@ def _lost(res: procs.ChildResult, timeout_s: float) -> dict[str, Any]:
         }
     if code is not None and code < 0:
         return {"status": Status.CRASHED.value, "error": f"worker died from {procs.signal_name(code)}"}
+    if res.server_lost:
+        return {
+            "status": Status.CRASHED.value,
+            "error": "the fork server died while the worker ran (and took it along)",
+        }
     return {"status": Status.CRASHED.value, "error": f"worker exited with code {code} without a result"}
 
 
@@ -48,13 +58,18 @@ def run_one(point: Point, options: RunOptions) -> Record:
     ``check_timeout_s`` (or crashes) leaves the timing with an unknown verdict, not a lost point.
     """
     timing = options.timing
-    res = procs.run_child(
-        "attnbench.runner.worker:main",
-        (point, options),
-        timing.timeout_s,
-        is_final=lambda msg: bool(getattr(msg, "final", True)),
-        extend_s=lambda _msg: timing.check_timeout_s,
-    )
+    for _try in range(SERVER_LOST_TRIES):
+        res = procs.run_child(
+            "attnbench.runner.worker:main",
+            (point, options),
+            timing.timeout_s,
+            is_final=lambda msg: bool(getattr(msg, "final", True)),
+            extend_s=lambda _msg: timing.check_timeout_s,
+        )
+        if not res.server_lost:
+            break
+        signals.check()  # the server died of the signal that stops the run
+        procs.restart_forkserver()
     final = [m for m in res.messages if getattr(m, "final", True)]
     if final:
         record: Record = final[-1]
@@ -128,10 +143,12 @@ def run_points(
         else:
             record = run_one(point, options)
         record.row = {**base_row(point), "round": rnd, **(columns or {}), **record.row}
-        if write is not None:
-            write(record)
-        else:
-            journal.append(run_dir, record)
+        signals.check()  # a stop signal arrived: this worker may have died of it, keep it out
+        with signals.critical():  # a signal during the append is raised once the line is whole
+            if write is not None:
+                write(record)
+            else:
+                journal.append(run_dir, record)
         if rnd == 0:
             first_s[point.point_id] = _first_s(record)
         records.append(record)

@@ -7,6 +7,7 @@ one row and peak memory is measured without leftovers from other points.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from typing import Any
 
@@ -32,5 +33,6 @@ def main(point: Point, options: RunOptions, conn: Any) -> None:
     except BaseException as exc:  # report anything, even KeyboardInterrupt, as this point's row
         status = Status.OOM if is_oom(exc) else Status.ERROR
         record = Record({"status": status.value, "error": one_line(exc), "traceback": traceback.format_exc(limit=8)})
-    conn.send(record)
-    conn.close()
+    with contextlib.suppress(OSError):  # BrokenPipeError: the main process stopped listening
+        conn.send(record)
+        conn.close()
