@@ -3,7 +3,8 @@
 Each trial starts a small run in a fresh directory and injects one fault at a random moment:
 
   kill-main      SIGKILL the main process (then: no worker, fork server or tracker may survive)
-  kill-worker    SIGKILL the worker measuring a point (that point is a planted crash: `crashed`)
+  kill-worker    SIGKILL the worker measuring a point (that point is a planted crash: `crashed`, or
+                 `ok` with `correct` null when the kill came during its correctness check)
   kill-server    SIGKILL the fork server (its worker dies with it; the point runs again)
   tear-journal   SIGKILL the main process, then damage the journal: cut a line in the middle,
                  and cut its last line, append garbage or append JSON that is not a record
@@ -461,15 +462,16 @@ def run_trial(r: Runner, idx: int, kind: str, rng: random.Random, clean: dict, t
             if res.returncode != 0:
                 trial.notes.append(f"UNEXPECTED rerun exit {res.returncode}: {_last(res.stderr)}")
         trial.after, trial.duplicated = _records(run)
-        trial.planted = sum(
-            1 for v in trial.after.values() if v[0] == "crashed" and kind == "kill-worker"
-        )  # the point whose worker was killed
-        trial.changed = sum(1 for k, v in trial.before.items() if k in trial.after and trial.after[k] != v)
-        trial.vs_clean = sum(
-            1
+        # the point whose worker was killed: `crashed`, or, killed during its correctness check
+        # (the timing was sent first), `ok` with `correct` null (the check did not run); one at most
+        hit = [
+            k
             for k, v in trial.after.items()
-            if k in clean and v != clean[k] and not (kind == "kill-worker" and v[0] == "crashed")
-        )
+            if kind == "kill-worker" and k in clean and v != clean[k] and (v[0] == "crashed" or v == ("ok", None))
+        ]
+        trial.planted = min(len(hit), 1)
+        trial.changed = sum(1 for k, v in trial.before.items() if k in trial.after and trial.after[k] != v)
+        trial.vs_clean = sum(1 for k, v in trial.after.items() if k in clean and v != clean[k]) - trial.planted
         trial.complete = set(trial.after) == set(clean)
         if (run / "results.parquet").exists():
             import pandas as pd  # the table must agree with the journal: one row per point

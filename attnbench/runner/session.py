@@ -145,9 +145,12 @@ class Session:
         todo, _total = self.todo()
         executor = self.executor or LocalExecutor()
         try:
-            return bool(executor.run(self, todo, on_done, on_start))
+            incomplete = bool(executor.run(self, todo, on_done, on_start))
         except KeyboardInterrupt:
             return True
+        if getattr(executor, "detached", False):
+            self.close()  # submitted, not waited for: the shards write their own journals; a later --resume locks
+        return incomplete
 
     def finalize(self, interrupted: bool) -> pd.DataFrame:
         """Write the tables and close the metadata; the reference cache goes once the run is whole.
@@ -425,6 +428,9 @@ def _reopen_locked(
         on_event(note)
     plan = read_plan(run_dir)
     meta = read_metadata(run_dir)
+    doc = meta.get("options")
+    if doc:  # the run's --impl file.py:function impls, registered before the names are checked
+        registry.load_file_impls(doc.get("impl_files") or ())
     _check_impls(plan.points)
     warning = journal.read(run_dir).warning(run_dir.journal)
     if warning:
@@ -445,9 +451,7 @@ def _reopen_locked(
                 f"--resume reuses the run's options, give none or the same"
             )
     device = resolve_device(plan.meta["device"]) if remote is None else str(plan.meta["device"])
-    doc = meta.get("options")
     if doc:  # every option as the run was started (schema 2)
-        registry.load_file_impls(doc.get("impl_files") or ())
         timing = TimingConfig.from_table(doc["timing"])
         options = RunOptions(
             device=device,

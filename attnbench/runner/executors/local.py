@@ -73,6 +73,7 @@ class LocalExecutor:
     ) -> bool:
         from attnbench.results import journal
         from attnbench.results.metadata import write_metadata
+        from attnbench.runner import signals
         from attnbench.runner.executors.lanes import run_on_lanes
         from attnbench.runner.sweep import base_row, run_points
 
@@ -96,7 +97,8 @@ class LocalExecutor:
         def finish(point: Point, rnd: int, record: Record, gpu: Gpu | None) -> None:
             where = gpu_placement(gpu) if gpu is not None else placement(None)  # a skipped point
             record.row = {**base_row(point), "round": rnd, **where, **record.row}
-            journal.append(session.run_dir, record)
+            with signals.critical():  # a stop signal during the append is raised once the line is whole
+                journal.append(session.run_dir, record)
             if on_done is not None:
                 on_done(record)
 
