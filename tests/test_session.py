@@ -12,7 +12,7 @@ import pytest
 
 from attnbench.errors import UserError
 from attnbench.point import TimingConfig
-from attnbench.runner.session import RunRequest, resolve_threads, slug
+from attnbench.runner.request import RunRequest, resolve_threads, slug
 
 SUITE = """
 name = "t"

@@ -19,7 +19,7 @@ import typer
 
 from attnbench.commands._common import DEVICE_CHOICES, DEVICE_METAVAR, check_choice, safe, user_errors
 
-RUNS_ROOT = Path("runs")  # attnbench.runner.session.RUNS_ROOT (that module loads torch)
+RUNS_ROOT = Path("runs")  # attnbench.runner.request.RUNS_ROOT (its package loads torch)
 # Files whose presence means a GPU driver torch could use (NVIDIA, WSL's GPU bridge, ROCm).
 GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")
 

@@ -286,7 +286,7 @@ def _sweep(session: Any) -> bool:
     from attnbench.commands._common import safe
     from attnbench.fmt import fmt_ms
     from attnbench.impls import registry
-    from attnbench.runner.session import RUNS_ROOT
+    from attnbench.runner.request import RUNS_ROOT
     from attnbench.suite.duration import Eta, estimate_pairs, history
     from attnbench.text import terminal_safe
 

@@ -46,12 +46,12 @@ def noise_fact(df: pd.DataFrame, meta: dict[str, Any]) -> Fact:
     parts = []
     for key, what in (
         ("did not converge", "did not reach the noise target"),
-        ("samples", f"have fewer than {min_samples(meta)} samples"),
+        ("samples", f"{{has}} fewer than {min_samples(meta)} samples"),
         ("CPU", f"ran while other processes used > {fmt_pct(NOISY_CPU_BUSY_PCT)} CPU"),
     ):
         k = int(why.str.contains(key, regex=False).sum())
         if k:
-            parts.append(f"{fmt_count(k)} {what}")
+            parts.append(f"{fmt_count(k)} {what.replace('{has}', 'has' if k == 1 else 'have')}")
     value = f"{fmt_count(n)} of {fmt_count(measured)} measured points are noisy ({'; '.join(parts)}): machine busy?"
     return Fact("noise", value, warn=True)
 
