@@ -262,7 +262,7 @@ def test_seqlen_example_markdown_is_a_short_summary(tmp_path: Path) -> None:
         md = build(EXAMPLE, formats=("md",), out=tmp_path / "rep", assets_url=url)["md"].read_text()
         assert len(md.splitlines()) < 100, len(md.splitlines())
         text = "".join(parse(gfm(md)).text)
-        assert "of 80 measured points are noisy" in text
+        assert "of 76 measured points are noisy" in text
         assert "e+" not in text and not re.search(r"\d\.\d+e-\d", text.split("Marks:")[0].replace("max err", ""))
 
 

@@ -51,7 +51,10 @@ def chart(c: Chart, assets_url: str | None) -> list[str]:
     """An image link under ``assets_url``, or the chart named when the charts are not uploaded."""
     if assets_url:
         base = assets_url.rstrip("/") + "/"
-        return [f"![{md_escape(c.title)}]({base}{c.png.name})", f"_{md_escape(c.caption)}_", ""]
+        return [
+            f"![{md_escape(c.title)}]({base}{c.png.name}) _{md_escape(c.caption)}_",
+            "",
+        ]  # one line: CI summaries are short
     return [
         f"_Chart: {md_escape(c.title)} ({md_escape(c.caption)}), in charts/{md_escape(c.png.name)} and report.html._",
         "",
