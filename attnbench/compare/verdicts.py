@@ -119,14 +119,18 @@ class Comparison:
         return EXIT_PASS
 
 
-def _structural(b: PointData | None, c: PointData | None) -> tuple[Verdict, str] | None:
-    """Verdicts decided by presence and status alone; None when both ran fine."""
+def structural_verdict(
+    b: PointData | None, c: PointData | None, base: str = "the baseline", absent: str = "the baseline"
+) -> tuple[Verdict, str] | None:
+    """Verdicts decided by presence and status alone; None when both ran fine. ``base`` names
+    the baseline's side in reasons (the history gate: "the newest history run"), ``absent``
+    where a new point is missing from ("the history")."""
     if b is None:
         assert c is not None
         return (
             (Verdict.FAILURE, f"new point fails: {c.error or c.status}")
             if c.failed
-            else (Verdict.NEW, "not in the baseline")
+            else (Verdict.NEW, f"not in {absent}")
         )
     if c is None:
         return Verdict.MISSING, "not in the current run"
@@ -134,8 +138,8 @@ def _structural(b: PointData | None, c: PointData | None) -> tuple[Verdict, str]
         return Verdict.FAILURE, c.error or ("incorrect result" if c.correct is False else c.status)
     if b.failed and not c.failed:
         if c.status == "skipped":
-            return Verdict.MISSING, f"failed in the baseline, skipped now: {c.error or ''}".strip()
-        return Verdict.FIXED, f"baseline: {b.error or b.status}"
+            return Verdict.MISSING, f"failed in {base}, skipped now: {c.error or ''}".strip()
+        return Verdict.FIXED, f"{base.removeprefix('the ')}: {b.error or b.status}"
     if b.failed and c.failed:
         return Verdict.UNCHANGED, f"still failing: {c.error or c.status}"
     if b.status == "skipped" and c.status == "skipped":
@@ -143,7 +147,7 @@ def _structural(b: PointData | None, c: PointData | None) -> tuple[Verdict, str]
     if c.status == "skipped":
         return Verdict.MISSING, f"skipped now: {c.error or ''}".strip()
     if b.status == "skipped":
-        return Verdict.NEW, "skipped in the baseline, ran now"
+        return Verdict.NEW, f"skipped in {base}, ran now"
     return None
 
 
@@ -256,7 +260,7 @@ def compare(base: Side, cur: Side, cfg: GateConfig | None = None) -> Comparison:
         if c is not None:
             pv.cur_ms, pv.cur_mib = c.median, c.peak_mib
         out.append(pv)
-        decided = _structural(b, c)
+        decided = structural_verdict(b, c)
         if decided is not None:
             pv.verdict, pv.reason = decided
             continue

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from attnbench.compare.io import PointData, Side
-from attnbench.compare.verdicts import Comparison, PointVerdict, Verdict
+from attnbench.compare.verdicts import Comparison, PointVerdict, Verdict, structural_verdict
 from attnbench.errors import UserError
 from attnbench.gate import GateConfig
 from attnbench.history import identity, store
@@ -143,32 +143,6 @@ def load_history_side(spec: str, cur: Side, cur_spec: str, db: Path | str | None
     )
 
 
-def _structural(b: PointData | None, c: PointData | None) -> tuple[Verdict, str] | None:
-    """Verdicts decided by presence and status (b: the point's newest state in the history)."""
-    if b is None:
-        assert c is not None
-        if c.failed:
-            return Verdict.FAILURE, f"new point fails: {c.error or c.status}"
-        return Verdict.NEW, "not in the history"
-    if c is None:
-        return Verdict.MISSING, "not in the current run"
-    if c.failed and not b.failed:
-        return Verdict.FAILURE, c.error or ("incorrect result" if c.correct is False else c.status)
-    if b.failed and not c.failed:
-        if c.status == "skipped":
-            return Verdict.MISSING, f"failed in the newest history run, skipped now: {c.error or ''}".strip()
-        return Verdict.FIXED, f"newest history run: {b.error or b.status}"
-    if b.failed and c.failed:
-        return Verdict.UNCHANGED, f"still failing: {c.error or c.status}"
-    if c.status == "skipped":
-        return Verdict.UNCHANGED if b.status == "skipped" else Verdict.MISSING, (
-            "skipped on both sides" if b.status == "skipped" else f"skipped now: {c.error or ''}".strip()
-        )
-    if b.status == "skipped":
-        return Verdict.NEW, "skipped in the newest history run, ran now"
-    return None
-
-
 def _pct(r: float) -> str:
     return f"{(r - 1) * 100:+.1f}%"
 
@@ -205,7 +179,7 @@ def compare_history(base: HistorySide, cur: Side, cfg: GateConfig | None = None)
             pv.cur_mib = c.peak_mib
         peaks = [m for run in base.runs if run.values.get(pid) and (m := run.peaks.get(pid)) is not None]
         pv.base_mib = float(np.median(peaks)) if peaks else (b.peak_mib if b else None)
-        decided = _structural(b, c)
+        decided = structural_verdict(b, c, "the newest history run", "the history")
         if decided is not None:
             pv.verdict, pv.reason = decided
             continue
