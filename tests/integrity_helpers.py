@@ -8,15 +8,18 @@ pytest tests/test_integrity.py`` runs these scenarios against another version of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from fault_inject import alive, cmdline, descendants, kill  # noqa: E402  (the /proc helpers, one home)
+
+__all__ = ["alive", "cmdline", "descendants", "kill_all"]  # with the helpers below, what the tests import
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HOSTILE_SITE = FIXTURES / "hostile_site"
@@ -128,47 +131,6 @@ def wait_for(predicate, timeout: float = 120.0, step: float = 0.1) -> bool:
     return False
 
 
-def _stat(pid: int) -> tuple[int, str] | None:
-    """(ppid, state) of ``pid`` from /proc, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(rest[1]), rest[0]
-
-
-def descendants(root: int) -> list[int]:
-    """Every live (not zombie) process below ``root``."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None and st[1] not in ("Z", "X"):
-                children.setdefault(st[0], []).append(int(name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def alive(pid: int) -> bool:
-    st = _stat(pid)
-    return st is not None and st[1] not in ("Z", "X")
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def kill_all(pids: list[int]) -> None:
     """Clean up after a failed test: SIGKILL whatever is left."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    kill(pids)

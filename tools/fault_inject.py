@@ -104,10 +104,10 @@ class Trial:
         )
 
 
-# --- processes ------------------------------------------------------------------------------
+# --- processes (also used by tests/integrity_helpers.py) -----------------------------------
 
 
-def _stat(pid: int) -> tuple[int, str] | None:
+def proc_stat(pid: int) -> tuple[int, str] | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             rest = f.read().rsplit(")", 1)[1].split()
@@ -116,23 +116,23 @@ def _stat(pid: int) -> tuple[int, str] | None:
     return int(rest[1]), rest[0]
 
 
-def _alive(pid: int) -> bool:
-    st = _stat(pid)
+def alive(pid: int) -> bool:
+    st = proc_stat(pid)
     return st is not None and st[1] not in ("Z", "X")
 
 
-def _children() -> dict[int, list[int]]:
+def children() -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            st = _stat(int(name))
+            st = proc_stat(int(name))
             if st is not None and st[1] not in ("Z", "X"):
                 out.setdefault(st[0], []).append(int(name))
     return out
 
 
-def _descendants(root: int) -> list[int]:
-    kids, out, todo = _children(), [], [root]
+def descendants(root: int) -> list[int]:
+    kids, out, todo = children(), [], [root]
     while todo:
         for c in kids.get(todo.pop(), []):
             out.append(c)
@@ -140,7 +140,7 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
@@ -149,15 +149,15 @@ def _cmdline(pid: int) -> str:
 
 
 def _server_and_worker(main: int) -> tuple[int | None, int | None]:
-    kids = _children()
-    server = next((p for p in kids.get(main, []) if "forkserver" in _cmdline(p)), None)
+    kids = children()
+    server = next((p for p in kids.get(main, []) if "forkserver" in cmdline(p)), None)
     worker = None
     if server is not None:
         worker = next(iter(kids.get(server, [])), None)
     return server, worker
 
 
-def _kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
+def kill(pids: list[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -256,7 +256,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill([proc.pid, *_descendants(proc.pid)])
+        kill([proc.pid, *descendants(proc.pid)])
         _, err = proc.communicate()
         return -1, "hung: killed"
     return proc.returncode, err or ""
@@ -274,18 +274,18 @@ def _expect_exit(trial: Trial, code: int, err: str, want: tuple[int, ...]) -> No
 
 
 def _orphans_after(below: list[int], trial: Trial) -> None:
-    if not _wait(lambda: not any(_alive(p) for p in below), timeout=15):
-        left = [p for p in below if _alive(p)]
+    if not _wait(lambda: not any(alive(p) for p in below), timeout=15):
+        left = [p for p in below if alive(p)]
         trial.orphans = len(left)
-        trial.notes.append(f"orphans {[(p, _cmdline(p)[:60]) for p in left]}")
-        _kill(left)
+        trial.notes.append(f"orphans {[(p, cmdline(p)[:60]) for p in left]}")
+        kill(left)
 
 
 def fault_kill_main(r: Runner, run: Path, rng: random.Random, trial: Trial, total: int) -> None:
     proc = r.start(run)
     if _wait_points(run, proc, rng.randint(0, total - 2)):
         time.sleep(rng.uniform(0, 0.4))
-    below = _descendants(proc.pid)
+    below = descendants(proc.pid)
     proc.kill()
     proc.wait()
     trial.notes.append(f"killed main after {_finished(run)}")
@@ -301,8 +301,8 @@ def fault_kill_worker(r: Runner, run: Path, rng: random.Random, trial: Trial, to
             time.sleep(0.005)
             continue
         time.sleep(rng.uniform(0, 0.05))
-        if _alive(worker):
-            _kill([worker])
+        if alive(worker):
+            kill([worker])
             trial.notes.append("killed a worker")
             break
     code, err = _finish(proc)
@@ -315,7 +315,7 @@ def fault_kill_server(r: Runner, run: Path, rng: random.Random, trial: Trial, to
     time.sleep(rng.uniform(0, 0.3))
     server, _worker = _server_and_worker(proc.pid)
     if server is not None:
-        _kill([server])
+        kill([server])
         trial.notes.append("killed the fork server")
     code, err = _finish(proc)
     _expect_exit(trial, code, err, (0,))
@@ -397,7 +397,7 @@ def fault_two_writers(r: Runner, run: Path, rng: random.Random, trial: Trial, to
         else:  # the first had finished before the second took the lock: a plain resume
             trial.notes.append(f"second writer came after the first (exit {second.returncode})")
     if rng.random() < 0.5:
-        below = _descendants(proc.pid)
+        below = descendants(proc.pid)
         proc.kill()
         proc.wait()
         trial.notes.append("then killed the first")
