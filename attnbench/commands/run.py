@@ -188,10 +188,16 @@ def run(
 
                 print(str(ingest(session.run_dir.path)), file=sys.stderr)
         except KeyboardInterrupt:  # before the sweep (nothing measured) or while reporting (all stored)
-            where_ = "" if session is None else f"; what finished is stored in {session.run_dir}"
-            if session is not None:
-                session.close()
-            print(f"interrupted ({_signal_name(signals.exit_code())}){where_}", file=sys.stderr)
+            with signals.deferred():  # a second Ctrl-C while we say so is noted, not a traceback
+                where_ = (
+                    ""
+                    if session is None
+                    else f"; what finished is stored in {session.run_dir}; "
+                    f"continue with: attnbench run --resume {session.run_dir}"
+                )
+                if session is not None:
+                    session.close()
+                print(f"interrupted ({_signal_name(signals.exit_code())}){where_}", file=sys.stderr)
             raise typer.Exit(signals.exit_code()) from None
     if interrupted:
         print(
