@@ -62,4 +62,7 @@ app.command("repro")(repro)
 
 
 def main() -> None:
+    from attnbench.runner import signals
+
+    signals.own_process()
     app()

@@ -51,6 +51,43 @@ def test_signals_while_the_tables_are_written_are_noted_not_raised():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_once_a_stop_is_under_way_a_late_signal_is_noted_until_the_run_ends():
+    """The stop-22 CI race: the first Ctrl-C stopped the report, the second came 50 ms later,
+    after the tables' deferred block had ended. It must be noted, not raised."""
+    with signals.stoppable():
+        with pytest.raises(signals.Stop):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        with signals.deferred():
+            pass
+        os.kill(os.getpid(), signal.SIGINT)  # between the deferred block and the end of the run
+        time.sleep(0.05)
+        assert signals.requested() == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # in-process: handlers back
+
+
+EXITING = """
+import os, signal, sys, time
+from attnbench.runner import signals
+signals.own_process()
+try:
+    with signals.stoppable():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+except KeyboardInterrupt:
+    pass
+os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the process exits
+time.sleep(0.1)
+sys.exit(signals.exit_code())
+"""
+
+
+def test_the_console_process_exits_128_plus_signal_however_late_the_second_ctrl_c():
+    done = subprocess.run([sys.executable, "-c", EXITING], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stderr  # not -2 (killed by the second SIGINT)
+    assert "Traceback" not in done.stderr
+
+
 # --- children die with their parent ---------------------------------------------------------
 
 PARENT = """

@@ -198,7 +198,7 @@ def run(
                 if session is not None:
                     session.close()
                 print(f"interrupted ({_signal_name(signals.exit_code())}){where_}", file=sys.stderr)
-            raise typer.Exit(signals.exit_code()) from None
+                raise typer.Exit(signals.exit_code()) from None
     if interrupted:
         print(
             f"interrupted ({_signal_name(signals.exit_code())}): {len(df)} of {len(session.points)} points are "

@@ -28,7 +28,15 @@ class Stop(KeyboardInterrupt):
         self.signum = signum
 
 
-_state: dict[str, object] = {"requested": None, "critical": False, "pending": False, "active": False}
+_state: dict[str, object] = {"requested": None, "critical": False, "pending": False, "active": False, "process": False}
+
+
+def own_process() -> None:
+    """Called by the console entry point only: once a stop signal has stopped the run, the
+    process is on its way out, so :func:`stoppable` leaves further stop signals ignored instead of
+    restoring Python's handlers (a second Ctrl-C while the process exits must not turn exit 130
+    into a death by signal). In-process callers (tests, notebooks) get their handlers back."""
+    _state["process"] = True
 
 
 def requested() -> int | None:
@@ -76,8 +84,9 @@ def stoppable() -> Iterator[None]:
         yield
     finally:
         _state["active"] = False
+        leaving = _state["process"] and requested() is not None
         for s, handler in old.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if leaving else handler)
 
 
 @contextmanager
@@ -98,7 +107,9 @@ def critical() -> Iterator[None]:
 @contextmanager
 def deferred(on_signal: Callable[[int], None] | None = None) -> Iterator[None]:
     """Signals inside this block are recorded (``on_signal`` told once), not raised: the tables
-    are written whole however often Ctrl-C is pressed."""
+    are written whole however often Ctrl-C is pressed. If a stop is under way when the block ends
+    (a signal came before or during it), signals stay noted until :func:`stoppable` ends: the
+    run is unwinding to its exit, and :func:`check` raises the stop where the code asks."""
     if not _main_thread():
         yield
         return
@@ -116,5 +127,6 @@ def deferred(on_signal: Callable[[int], None] | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        if requested() is None or not _state["active"]:
+            for s, handler in old.items():
+                signal.signal(s, handler)
