@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from attnbench.measure import timer
 from attnbench.measure.stats import quantile, rel_noise_of_median, summarize
 from attnbench.measure.timer import StopRule, TimerConfig, time_cpu
 
@@ -45,9 +46,11 @@ def test_stop_rule_gives_up_at_the_cap_and_says_so():
 def test_stop_rule_slow_calls_need_only_one_sample_past_the_cap():
     rule = StopRule(TimerConfig(min_samples=5, max_time_s=1.0))
     assert rule.done([3000.0], elapsed_s=3.0) == (True, False)
-    # samples shorter than the cap: a few are needed even past it
+    # samples shorter than the cap: the suite's min_samples are owed even past it
     assert rule.done([500.0, 500.0], elapsed_s=1.0)[0] is False
-    assert rule.done([500.0, 500.0, 500.0], elapsed_s=1.5) == (True, False)
+    assert rule.done([500.0] * 4, elapsed_s=2.0)[0] is False
+    assert rule.done([500.0] * 5, elapsed_s=2.5) == (True, True)
+    assert rule.done([500.0, 900.0, 400.0, 700.0, 450.0], elapsed_s=2.95) == (True, False)
 
 
 def test_time_cpu_with_a_fake_clock():
@@ -62,3 +65,38 @@ def test_time_cpu_with_a_fake_clock():
     assert res.converged
     assert len(res.samples_ms) == 3
     assert all(t == pytest.approx(1.0) for t in res.samples_ms)
+
+
+class _Calls:
+    """A clock that advances only when the timed function runs: each call costs ``cost_ms``."""
+
+    def __init__(self, cost_ms: float) -> None:
+        self.now_ns, self.calls, self.cost_ns = 0, 0, int(cost_ms * 1e6)
+
+    def clock(self) -> int:
+        return self.now_ns
+
+    def fn(self) -> None:
+        self.calls += 1
+        self.now_ns += self.cost_ns
+
+
+def test_time_cpu_warms_up_with_at_least_three_calls_after_the_first():
+    # warmup_s is spent by the first call alone (50 ms > 10 ms): three more calls still run
+    c = _Calls(cost_ms=50)
+    cfg = TimerConfig(warmup_s=0.01, min_samples=5, min_time_s=0.0, max_time_s=10.0, block_min_s=0.0)
+    res = time_cpu(c.fn, cfg, c.clock)
+    assert res.warmup_calls == 1 + timer.MIN_WARM_CALLS == 4
+    assert c.calls == res.warmup_calls + res.calls_per_sample * len(res.samples_ms)
+    # a longer warmup_s still decides when it lasts longer than the minimum count
+    c = _Calls(cost_ms=1)
+    res = time_cpu(c.fn, TimerConfig(warmup_s=0.1, min_samples=3, min_time_s=0.0, block_min_s=0.0), c.clock)
+    assert res.warmup_calls == 100
+
+
+def test_time_cpu_waives_the_warm_up_count_once_it_lasted_the_cap():
+    c = _Calls(cost_ms=1500)  # one call is most of the 2 s cap: warm-up stops after the second
+    cfg = TimerConfig(warmup_s=0.1, min_samples=5, min_time_s=0.0, max_time_s=2.0, block_min_s=0.0)
+    res = time_cpu(c.fn, cfg, c.clock)
+    assert res.warmup_calls == 2
+    assert len(res.samples_ms) == 5 and not res.single_call
