@@ -13,19 +13,24 @@ from collections import defaultdict
 from typing import Any
 
 from attnbench.measure.stats import summarize
-from attnbench.point import Record, Status
+from attnbench.point import Record, Status, TimerConfig
 
 _ERR = ("err_out", "err_dq", "err_dk", "err_dv")
 # measured once per round (attnbench.measure.reference): kept per round, in round order
 PER_ROUND = ("ref_ms", "faults_per_call", "ref_fault_us")
 
 
-def pool(records: list[Record]) -> list[Record]:
+def pool(records: list[Record], timer: TimerConfig | None = None) -> list[Record]:
     """One record per point: samples of every round pooled, statistics recomputed, peak memory
     the median over rounds, errors the worst round's; ``sample_rounds`` says which round took
     each sample (the gate compares rounds: attnbench.compare.rounds).
     A round that failed makes the point fail with that round's row. Records of single-round
-    points pass through with ``rounds = 1``."""
+    points pass through with ``rounds = 1``.
+
+    A pooled point is ``converged`` when every round met its noise target, or, given the run's
+    ``timer``, when the pooled samples meet it: at least ``min_samples`` of them and the
+    relative noise of their median (between-round spread included) within ``target_rel_noise``.
+    Two rounds that each stopped at the cap a little short of 1 % can pool to well under it."""
     by_point: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
         by_point[rec.point_id].append(rec)
@@ -42,7 +47,7 @@ def pool(records: list[Record]) -> list[Record]:
         if failed:
             out.append(Record(_drop_round({**failed[0].row, "rounds": len(recs)})))
             continue
-        out.append(_pooled(recs))
+        out.append(_pooled(recs, timer))
     return out
 
 
@@ -54,19 +59,20 @@ def pooled_correct(values: list[Any]) -> bool | None:
     return True if any(v is True for v in values) else None
 
 
-def _pooled(recs: list[Record]) -> Record:
+def _pooled(recs: list[Record], timer: TimerConfig | None) -> Record:
     rows = [r.row for r in recs]
     samples = [t for r in recs for t in r.samples]
     sample_rounds = [r.round for r in recs for _ in r.samples]
     row = dict(rows[0])
     stats = summarize(samples)
+    pooled_met = timer is not None and stats.n >= timer.min_samples and stats.rel_noise <= timer.target_rel_noise
     row.update(stats.as_dict("time_ms"))
     row.update(
         n_samples=stats.n,
         rel_noise=stats.rel_noise,
         rounds=len(recs),
         round_medians_ms=[summarize(r.samples).median for r in recs if r.samples],
-        converged=all(bool(r.get("converged")) for r in rows),
+        converged=all(bool(r.get("converged")) for r in rows) or pooled_met,
         wall_s=sum(float(r.get("wall_s") or 0.0) for r in rows),
     )
     for col in PER_ROUND:  # the gate's machine reference and fault state, round by round

@@ -41,7 +41,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "time_ms_mean": ("ms", "mean of the samples"),
     "n_samples": ("", "number of timing samples (each a block of calls_per_sample calls)"),
     "rel_noise": ("ratio", "relative standard error of the median, sqrt(pi/2)*(IQR/1.349)/sqrt(n)/median"),
-    "converged": ("bool", "the noise target was met before the time cap"),
+    "converged": (
+        "bool",
+        "the noise target was met before the time cap (pooled rounds: by every round, or by the pooled samples)",
+    ),
     "calls_per_sample": ("", "calls timed together in one sample"),
     "warmup_calls": ("", "untimed calls before sampling"),
     "timer": ("", "cpu-perf-counter or cuda-event"),

@@ -5,6 +5,7 @@ and exports read runs only through :func:`load_run`."""
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from attnbench.errors import UserError
-from attnbench.point import Record
+from attnbench.point import Record, TimerConfig
 from attnbench.results import journal
 from attnbench.results.layout import RunDir, write_atomic
 from attnbench.results.metadata import read_metadata
@@ -22,9 +23,12 @@ from attnbench.results.schema import COLUMNS, STEP_COLUMNS
 SAMPLE_COLUMNS = ["point_id", "sample", "time_ms", "round"]
 
 
-def records_to_frames(records: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results DataFrame, samples DataFrame) from journal records (rounds pooled)."""
-    pooled = pool(records)
+def records_to_frames(
+    records: list[Record], timing: Mapping[str, Any] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results DataFrame, samples DataFrame) from journal records (rounds pooled; ``timing``,
+    the run's ``[timing]`` table from its metadata, gives the noise target pooled rounds meet)."""
+    pooled = pool(records, TimerConfig.from_timing(timing) if timing else None)
     df = pd.DataFrame([{k: v for k, v in rec.row.items() if k != "traceback"} for rec in pooled])
     for col in COLUMNS:
         if col not in df.columns:
@@ -69,11 +73,20 @@ def finalize(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return the results and samples frames (the steps table: :func:`load_steps`)."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     records = journal.load(rd)
-    df, samples = records_to_frames(records)
+    df, samples = records_to_frames(records, _timing(rd))
     _write_parquet(df, rd.results)
     _write_parquet(samples, rd.samples)
     _write_parquet(steps_frame(records), rd.steps)
     return df, samples
+
+
+def _timing(rd: RunDir) -> Mapping[str, Any] | None:
+    """The run's [timing] table, or None where its metadata is missing or unreadable."""
+    try:
+        timing = read_metadata(rd).get("timing")
+    except UserError:
+        return None
+    return timing if isinstance(timing, Mapping) else None
 
 
 def load_steps(run_dir: Path | RunDir) -> pd.DataFrame:
@@ -93,5 +106,6 @@ def load_run(run_dir: Path | RunDir) -> tuple[pd.DataFrame, pd.DataFrame | None,
         df = _read_parquet(rd.results)
         samples = _read_parquet(rd.samples) if rd.samples.exists() else None
     else:
-        df, samples = records_to_frames(journal.load(rd))
+        timing = meta.get("timing")
+        df, samples = records_to_frames(journal.load(rd), timing if isinstance(timing, Mapping) else None)
     return df, samples, meta
