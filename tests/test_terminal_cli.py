@@ -172,7 +172,8 @@ def test_single_call_points_and_rounds_left_out(tmp_path):
 
 
 def test_strict_noise_fails_a_run_with_noisy_points(tmp_path):
-    suite = suite_file(tmp_path, "min_samples = 1000\nmax_time_s = 0.005\nmin_time_s = 0.001")
+    # a noise target no CPU meets (1e-9 of the median) within a 5 ms cap: every point is noisy
+    suite = suite_file(tmp_path, "target_rel_noise = 1e-9\nmax_time_s = 0.005\nmin_time_s = 0.001")
     out = tmp_path / "run"
     res = attnbench("run", "--suite", str(suite), "--out", str(out), "--no-report", "--strict-noise")
     assert res.returncode == 3, res.stderr
