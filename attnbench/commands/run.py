@@ -119,14 +119,14 @@ def run(
     ] = True,
 ) -> None:
     """Run a benchmark suite: every point in its own worker, journaled as it finishes."""
-    from attnbench.impls import registry  # deferred: torch
+    from attnbench.impls import file_impls  # deferred: torch
     from attnbench.runner.executors import ExecutorRequest, choose
     from attnbench.runner.session import RunRequest, start  # deferred: torch, pandas
 
     names, files = [], []
     for value in split_list(impl):
-        if registry.is_file_impl(value):  # path/to/file.py:function, registered here and in every worker
-            names.append(registry.load_file_impl(value).name)
+        if file_impls.is_file_impl(value):  # path/to/file.py:function, registered here and in every worker
+            names.append(file_impls.load_file_impl(value).name)
             path, _, func = value.rpartition(":")
             files.append(f"{Path(path).resolve()}:{func}")
         else:

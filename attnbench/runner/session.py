@@ -23,6 +23,7 @@ import pandas as pd
 from attnbench.env import fingerprint, resolve_device
 from attnbench.errors import UserError
 from attnbench.impls import registry
+from attnbench.impls.file_impls import load_file_impls
 from attnbench.point import DEVICES, CudaTimerOptions, Pass, Point, Record, RunOptions, TimingConfig
 from attnbench.results import journal
 from attnbench.results.layout import RunDir, StorageError, remove_stale_temps
@@ -315,7 +316,7 @@ def _reopen_locked(
     meta = read_metadata(run_dir)
     doc = meta.get("options")
     if doc:  # the run's --impl file.py:function impls, registered before the names are checked
-        registry.load_file_impls(doc.get("impl_files") or ())
+        load_file_impls(doc.get("impl_files") or ())
     _check_impls(plan.points)
     warning = journal.read(run_dir).warning(run_dir.journal)
     if warning:

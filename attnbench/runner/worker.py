@@ -16,6 +16,7 @@ import torch._inductor.standalone_compile  # noqa: F401  (the profiler's first u
 import torch.fx.experimental.symbolic_shapes  # noqa: F401  (autograd.grad imports it lazily: 0.3 s per worker)
 
 from attnbench.impls import registry
+from attnbench.impls.file_impls import load_file_impls
 from attnbench.measure.memory import keep_freed_memory
 from attnbench.measure.passes import measure_point
 from attnbench.measure.passes.base import is_oom, one_line
@@ -29,7 +30,7 @@ if torch.cuda.is_initialized():  # a forked child of an initialised CUDA context
 def main(point: Point, options: RunOptions, conn: Any) -> None:
     """Worker process entry: measure, send the timing ahead of the check, then the record."""
     try:
-        registry.load_file_impls(options.impl_files)  # `--impl file.py:function`: not in the fork server
+        load_file_impls(options.impl_files)  # `--impl file.py:function`: not in the fork server
         if point.device == "cpu":
             keep_freed_memory()  # timed calls reuse warm heap instead of faulting it in again
         record = measure_point(point, options, send=conn.send)
