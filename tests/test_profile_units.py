@@ -177,18 +177,21 @@ def test_commands_are_quoted_for_a_shell() -> None:
 
 @pytest.mark.skipif(not EXAMPLE.exists(), reason="the stored example run is not in this checkout")
 def test_report_gives_every_flagged_point_its_commands_and_stays_short(tmp_path: Path) -> None:
+    from attnbench.report.frame import noisy
     from attnbench.results import load_run
 
     df, _samples, meta = load_run(EXAMPLE)
+    n = int(noisy(df, meta).sum())  # the stored example: noisy points, none failed or slow
+    assert n > 0
     report = build_report(df, meta, analyse(df, meta), [], None, run_dir="runs/seqlen-1")
     fact = next(f for f in report.facts if f.label == "profile")
-    assert fact.value.startswith("36 failed, slow or noisy points (36 noisy)") and "runs/seqlen-1" in fact.value
+    assert fact.value.startswith(f"{n} failed, slow or noisy points ({n} noisy)") and "runs/seqlen-1" in fact.value
     section = next(s for s in report.sections if s.key == "profile")
     table = section.blocks[0]
-    assert not section.summary and table.collapsed and len(table.rows) == 36
+    assert not section.summary and table.collapsed and len(table.rows) == n
     first = table.rows[0]
     assert first[2] == f"attnbench profile runs/seqlen-1 {first[0]}" and first[3].startswith("attnbench repro ")
     md = render(report)
-    assert "**profile**: 36 failed" in md and "Profile and reproduce" in md.splitlines()[-1]
+    assert f"**profile**: {n} failed" in md and "Profile and reproduce" in md.splitlines()[-1]
     placeholder = build_report(df, meta, analyse(df, meta), [], None)
     assert "RUN_DIR POINT_ID" in next(f for f in placeholder.facts if f.label == "profile").value
