@@ -21,6 +21,7 @@ from attnbench.commands.repro import repro
 from attnbench.commands.run import run
 from attnbench.commands.status import status
 from attnbench.commands.suite import suite_app
+from attnbench.runner import signals
 
 app = typer.Typer(
     name="attnbench",
@@ -62,7 +63,5 @@ app.command("repro")(repro)
 
 
 def main() -> None:
-    from attnbench.runner import signals
-
     signals.own_process()
     app()

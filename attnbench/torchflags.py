@@ -14,7 +14,7 @@ from typing import Any
 
 
 def _torch_backends() -> Any:
-    import torch
+    import torch  # deferred: torch; attnbench.measure.mathmode imports this module torch-free
 
     return torch.backends
 

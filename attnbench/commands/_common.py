@@ -80,6 +80,4 @@ def safe(value: Any) -> str:
     escapes (attnbench.text.terminal_safe), then rich markup escaped."""
     from rich.markup import escape  # deferred: start-up time
 
-    from attnbench.text import terminal_safe
-
     return escape(terminal_safe(value))

@@ -116,7 +116,7 @@ def compare(
 
     from_history = sides[0].startswith("history:")  # the run as the unit: attnbench.history.gate
     if from_history:
-        from attnbench.history.gate import compare_history, load_history_side
+        from attnbench.history.gate import compare_history, load_history_side  # deferred: pandas, scipy
 
         cur = load_side(sides[1])
         base: Any = load_history_side(sides[0], cur, sides[1])

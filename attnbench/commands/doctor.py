@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from attnbench.commands._common import user_errors
+from attnbench.doctor import render
+from attnbench.errors import UserError
 
 
 @user_errors
@@ -26,18 +28,16 @@ def doctor(
     CUDA), launch overhead, the GPU's clocks/power/ECC/MIG/other processes, the NVML energy counter,
     and every available impl against the float64 oracle. Exit 0: all passed; 1: a check failed."""
     from attnbench.env import resolve_device  # deferred: torch
-    from attnbench.errors import UserError
 
     if out is not None and not out.parent.is_dir():
         raise UserError(f"--out {str(out)!r}: directory {str(out.parent)!r} does not exist")
     if out is not None and out.is_dir():
         raise UserError(f"--out {str(out)!r}: is a directory; expected a file name for the JSON bundle")
     dev = resolve_device(device)
-    from attnbench.suite import load_suite
+    from attnbench.suite import load_suite  # deferred: pydantic
 
     load_suite(suite)  # a bad name is a usage error before anything is measured
-    from attnbench.doctor import render
-    from attnbench.doctor.run import run_doctor
+    from attnbench.doctor.run import run_doctor  # deferred: torch
 
     report = run_doctor(dev, suite, progress=lambda msg: print(f"doctor: {msg} ...", file=sys.stderr, flush=True))
     render.write(report, sys.stdout, as_json)

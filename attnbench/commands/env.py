@@ -47,7 +47,7 @@ def _gather(device: str, dtypes: list[str], calibrate: bool) -> dict[str, Any]:
     if calibrate:
         facts = device_facts(device, dtypes, None)
     else:
-        from attnbench.measure import telemetry  # deferred: NVML
+        from attnbench.measure import telemetry  # deferred: torch
 
         index, uuid = telemetry.cuda_identity() if device == "cuda" else (0, None)
         facts = {"peaks": None, "telemetry": telemetry.probe(device, index, uuid)}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from attnbench.commands._common import split_list, user_errors
+from attnbench.errors import UserError
 
 history_app = typer.Typer(
     help="Run history in an embedded database: ingest runs, show series, find change points, gate on drifts.",
@@ -41,8 +44,8 @@ SigOpt = Annotated[float | None, typer.Option(help="Significance level of each c
 
 def _filters(suite: str | None, point: str | None, impl: list[str] | None, sets: list[str] | None,
              since: str | None, branch: str | None) -> Any:  # fmt: skip
-    from attnbench.history.series import Filters
-    from attnbench.suite import parse_set
+    from attnbench.history.series import Filters  # deferred: pandas
+    from attnbench.suite import parse_set  # deferred: pydantic
 
     f = Filters(suite=suite, point=point, since=since, branch=branch)
     for s in sets or []:
@@ -56,8 +59,7 @@ def _filters(suite: str | None, point: str | None, impl: list[str] | None, sets:
 
 
 def _params(sig: float | None) -> Any:
-    from attnbench.errors import UserError
-    from attnbench.history.changes import Params
+    from attnbench.history.changes import Params  # deferred: pandas, pydantic
 
     p = Params()
     if sig is not None:
@@ -69,8 +71,6 @@ def _params(sig: float | None) -> Any:
 
 
 def _window(window: int) -> int:
-    from attnbench.errors import UserError
-
     if window < 2:
         raise UserError(f"--window {window}: expected at least 2 runs")
     return window
@@ -79,8 +79,7 @@ def _window(window: int) -> int:
 def _load(db: Path | None, filters: Any, window: int, with_counts: bool = False) -> tuple[Any, dict[str, int], str]:
     """The matching series (newest ``window`` runs each), the database's counts if asked for
     (they scan the whole database), and its path."""
-    from attnbench.errors import UserError
-    from attnbench.history import series, store
+    from attnbench.history import series, store  # deferred: pandas (series)
 
     con = store.connect(db)
     try:
@@ -96,7 +95,7 @@ def _load(db: Path | None, filters: Any, window: int, with_counts: bool = False)
 
 
 def _gate_config(gate: dict[str, Any], thresholds: list[str] | None) -> Any:
-    from attnbench.gate import make_config
+    from attnbench.gate import make_config  # deferred: pydantic
 
     return make_config(gate, split_list(thresholds))
 
@@ -109,9 +108,7 @@ def add(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was ingested as JSON.")] = False,
 ) -> None:
     """Ingest run directories (one transaction each; a run already there is left alone)."""
-    from dataclasses import asdict
-
-    from attnbench.history.ingestion import ingest_many
+    from attnbench.history.ingestion import ingest_many  # deferred: pandas, pydantic
 
     done = ingest_many(run_dirs, db)
     if as_json:
@@ -137,8 +134,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the series, runs and change points as JSON.")] = False,
 ) -> None:
     """Print each matching series: its runs (commit, value) and change points."""
-    from attnbench.errors import UserError
-    from attnbench.history.changes import analyse
+    from attnbench.history.changes import analyse  # deferred: pandas, pydantic
 
     if last < 1:
         raise UserError(f"--last {last}: expected a positive number of runs")
@@ -178,13 +174,11 @@ def _series_json(a: Any, last: int) -> dict[str, Any]:
 
 
 def _print_series(analyses: list[Any], last: int) -> None:
-    import sys
-
-    from rich.console import Console
+    from rich.console import Console  # deferred: start-up time
     from rich.markup import escape
     from rich.table import Table
 
-    from attnbench.history.identity import short_commit
+    from attnbench.history.identity import short_commit  # deferred: pandas
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     for a in analyses:
@@ -235,7 +229,7 @@ def check(
 ) -> None:
     """Exit 1 when the newest change point of any series is a regression larger than the suite's
     latency threshold (a run of consecutive regressions counts as one: slow drifts are caught)."""
-    from attnbench.history.changes import analyse, gate_finding
+    from attnbench.history.changes import analyse, gate_finding  # deferred: pandas, pydantic
 
     found, _, where = _load(db, _filters(suite, point, impl, set_, since, branch), _window(window))
     params = _params(sig)
@@ -282,6 +276,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page: a trend chart per series with its change points, and
     a table of the latest regressions."""
+    # deferred: pandas, pydantic
     from attnbench.history import trendpage
     from attnbench.history.changes import analyse, gate_finding
 

@@ -18,6 +18,9 @@ from typing import Annotated, Any
 import typer
 
 from attnbench.commands._common import DEVICE_CHOICES, DEVICE_METAVAR, check_choice, safe, user_errors
+from attnbench.fmt import fmt_count, fmt_s
+from attnbench.impls import registry
+from attnbench.impls.catalog import BUILTINS, static_reason
 
 RUNS_ROOT = Path("runs")  # attnbench.runner.request.RUNS_ROOT (its package loads torch)
 # Files whose presence means a GPU driver torch could use (NVIDIA, WSL's GPU bridge, ROCm).
@@ -35,14 +38,10 @@ def device_without_torch(device: str) -> str | None:
 
 
 def _plugins_installed() -> bool:
-    from attnbench.impls.registry import ENTRY_POINT_GROUP  # torch-free
-
-    return bool(list(entry_points(group=ENTRY_POINT_GROUP)))
+    return bool(list(entry_points(group=registry.ENTRY_POINT_GROUP)))
 
 
 def _static_impls(device: str) -> list[dict[str, Any]]:
-    from attnbench.impls.catalog import BUILTINS, static_reason
-
     out = []
     for b in sorted(BUILTINS, key=lambda b: b.name):
         reason = static_reason(b, device)
@@ -65,8 +64,6 @@ def _static_impls(device: str) -> list[dict[str, Any]]:
 
 
 def _registry_impls(device: str) -> list[dict[str, Any]]:
-    from attnbench.impls import registry  # deferred: imports the built-in impls (torch)
-
     impls: list[dict[str, Any]] = []
     for name, spec in sorted(registry.all_specs().items()):
         reason = spec.unavailable_reason(device)
@@ -157,8 +154,6 @@ def _print(device: str, impls: list[dict[str, Any]], suites: list[dict[str, Any]
     from rich import box  # deferred: start-up time
     from rich.console import Console
     from rich.table import Table
-
-    from attnbench.fmt import fmt_count, fmt_s
 
     console = Console()
     table = Table(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +17,8 @@ import typer
 
 from attnbench.commands._common import user_errors
 from attnbench.errors import UserError
+from attnbench.fmt import fmt_mib, fmt_ms, fmt_pct
+from attnbench.text import terminal_safe
 
 if TYPE_CHECKING:  # torch-free names for the annotations only
     from attnbench.profile.driver import Profiled
@@ -96,7 +99,7 @@ def choose(
     threads: int | None,
 ) -> Target:
     """The target: ``RUN_DIR POINT_ID`` or ``--impl ...``, never both (one-line errors)."""
-    from attnbench.profile import target
+    from attnbench.profile import target  # deferred: torch, pandas
 
     if impl is not None:
         if run_dir is not None:
@@ -117,17 +120,13 @@ def choose(
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads {threads}: expected a positive integer")
-        from dataclasses import replace
-
         tgt.options = replace(tgt.options, threads=threads)
     return tgt
 
 
 def report(res: Profiled, limit: int) -> str:
     """What the command prints: the times, the table, memory, the files and the commands."""
-    from attnbench.fmt import fmt_mib, fmt_ms, fmt_pct
-    from attnbench.profile import top
-    from attnbench.text import terminal_safe
+    from attnbench.profile import top  # deferred: torch
 
     data, point = res.data, res.target.point
     m, prof = data["measured"], data["profiled"]

@@ -6,15 +6,21 @@ Thin: options become a :class:`attnbench.runner.session.RunRequest`; the session
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from attnbench.commands._common import DEVICE_METAVAR, split_list, user_errors
+from attnbench.commands._common import DEVICE_METAVAR, safe, split_list, user_errors
 from attnbench.errors import UserError
+from attnbench.fmt import fmt_ms
+from attnbench.history import ingest
+from attnbench.impls import file_impls, registry
 from attnbench.point import DTYPE_NAMES, FAILED_STATUS_NAMES
+from attnbench.runner import signals
 from attnbench.text import terminal_safe
 
 EXIT_INTERRUPTED = 130
@@ -119,8 +125,7 @@ def run(
     ] = True,
 ) -> None:
     """Run a benchmark suite: every point in its own worker, journaled as it finishes."""
-    from attnbench.impls import file_impls  # deferred: torch
-    from attnbench.runner.executors import ExecutorRequest, choose
+    from attnbench.runner.executors import ExecutorRequest, choose  # deferred: pydantic
     from attnbench.runner.session import RunRequest, start  # deferred: torch, pandas
 
     names, files = [], []
@@ -154,8 +159,7 @@ def run(
         "shards": slurm_shards,
         "cpus_per_task": slurm_cpus_per_task,
     }
-    from attnbench.results.layout import StorageError
-    from attnbench.runner import signals
+    from attnbench.results.layout import StorageError  # deferred: pandas
 
     with signals.stoppable():  # Ctrl-C, SIGTERM, SIGHUP: stop, keep what is finished, exit 128 + signal
         session = None
@@ -184,8 +188,6 @@ def run(
                 _write_report(session.run_dir.path)
             _print_summary(df, session.run_dir.path, as_json)
             if history and not interrupted:
-                from attnbench.history import ingest  # deferred: duckdb
-
                 print(str(ingest(session.run_dir.path)), file=sys.stderr)
         except KeyboardInterrupt:  # before the sweep (nothing measured) or while reporting (all stored)
             with signals.deferred():  # a second Ctrl-C while we say so is noted, not a traceback
@@ -212,8 +214,6 @@ def run(
 
 
 def _signal_name(code: int) -> str:
-    import signal
-
     try:
         return signal.Signals(code - 128).name
     except ValueError:
@@ -283,18 +283,12 @@ def point_label(point: Any, rnd: int, rounds: int) -> str:
 def _sweep(session: Any) -> bool:
     """Run what is missing under a progress line (counter, bar, time left, the point now
     running); failures are printed above it as they happen. True if interrupted by Ctrl-C."""
-    import time
-
     from rich.console import Console  # deferred: start-up time
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
     from rich.text import Text
 
-    from attnbench.commands._common import safe
-    from attnbench.fmt import fmt_ms
-    from attnbench.impls import registry
-    from attnbench.runner.request import RUNS_ROOT
-    from attnbench.suite.duration import Eta, estimate_pairs, history
-    from attnbench.text import terminal_safe
+    from attnbench.runner.request import RUNS_ROOT  # deferred: pandas
+    from attnbench.suite.duration import Eta, estimate_pairs, history  # deferred: pydantic
 
     todo, total = session.todo()
     timing = session.options.timing

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from attnbench.commands._common import user_errors
+from attnbench.text import terminal_safe
 
 
 @user_errors
@@ -22,7 +23,6 @@ def status(
     from rich.table import Table
 
     from attnbench.runner.executors.status import collect  # deferred: pandas via results/
-    from attnbench.text import terminal_safe
 
     st = collect(run_dir)
     if as_json:

@@ -24,6 +24,7 @@ from attnbench.fmt import fmt_count, fmt_int, fmt_mib, fmt_ms, fmt_s, fmt_si
 from attnbench.point import FAILED_STATUS_NAMES
 from attnbench.report.content import noise_fact, status_counts
 from attnbench.report.frame import NOISY_MARK, noise_reasons, with_config
+from attnbench.results import read_metadata
 
 SHORT_STATUS = {"skipped": "-", "error": "ERR", "oom": "OOM", "timeout": "T/O", "crashed": "CRASH"}
 INCORRECT_MARK = "✗"
@@ -156,8 +157,6 @@ def print_summary(
     """Print the run's summary (see the module docstring). ``meta`` defaults to the run's
     metadata (its min_samples decides which points have too few samples)."""
     if meta is None:
-        from attnbench.results import read_metadata
-
         try:
             meta = read_metadata(run_dir)
         except Exception:  # the summary of a run with unreadable metadata still shows the numbers

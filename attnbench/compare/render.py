@@ -14,6 +14,10 @@ import shutil
 import sys
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
 from attnbench.compare.verdicts import Comparison, PointVerdict, Verdict
 from attnbench.fmt import fmt_mib, fmt_ms, fmt_num, fmt_pct
 from attnbench.text import md_escape, terminal_safe
@@ -131,8 +135,6 @@ def to_json(cmp: Comparison, exit_code: int) -> dict[str, Any]:
 
 
 def _safe(text: Any) -> str:
-    from rich.markup import escape
-
     return escape(terminal_safe(text))
 
 
@@ -149,9 +151,6 @@ def print_table(cmp: Comparison, exit_code: int, all_points: bool = False, file:
 def table_text(cmp: Comparison, exit_code: int, all_points: bool = False, width: int = 80, color: bool = False) -> str:
     """The verdicts as terminal text: a verdict column, and the point with its numbers and reason
     beside it (one grid row per point, wrapped to ``width``)."""
-    from rich.console import Console
-    from rich.table import Table
-
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=color, no_color=not color, highlight=False)
     console.print(f"{_safe(cmp.base_label)} → {_safe(cmp.cur_label)}")

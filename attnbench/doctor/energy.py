@@ -14,7 +14,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
+from attnbench.doctor.gpu import open_device
 from attnbench.doctor.result import FAIL, PASS, SKIP, WARN, Check
+from attnbench.measure.telemetry import run_energy_block
 
 BLOCK_S = 2.0
 WARM_S = 1.0
@@ -23,8 +27,6 @@ TOLERANCE = 0.15
 
 
 def busy_matmul(device: str = "cuda") -> Callable[[], object]:
-    import torch
-
     a = torch.randn(4096, 4096, device=device, dtype=torch.float16 if device == "cuda" else torch.float32)
     return lambda: a @ a
 
@@ -38,9 +40,6 @@ def check_energy(
 ) -> Check:
     """Run the busy block and compare the counter with power x time. ``work``/``sync`` default
     to a CUDA matmul and ``torch.cuda.synchronize`` (tests pass CPU stand-ins)."""
-    from attnbench.doctor.gpu import open_device
-    from attnbench.measure.telemetry import run_energy_block
-
     nvml, handles, why = open_device(index)
     if nvml is None or handles is None:
         return Check("nvml", "energy counter", SKIP, f"NVML unavailable: {why}")
@@ -56,8 +55,6 @@ def check_energy(
                 {"unsupported": sorted(nvml.unsupported)},
             )
         if sync is None:
-            import torch
-
             sync = torch.cuda.synchronize
         fn = work if work is not None else busy_matmul()
         run_energy_block(fn, lambda: None, warm_s, sync)  # let NVML's power average reach the busy level

@@ -8,18 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from attnbench.doctor.result import FAIL, PASS, SKIP, WARN, Check
+from attnbench.measure import telemetry
 from attnbench.measure.nvml import DeviceHandles, Nvml, is_throttle, open_nvml
 
 
 def open_device(index: int | None = None) -> tuple[Nvml | None, DeviceHandles | None, str | None]:
     """(NVML session, handles of the current CUDA device, None) or (None, None, why not)."""
-    from attnbench.measure.telemetry import cuda_identity
-
     nvml, reason = open_nvml()
     if nvml is None:
         return None, None, reason
     try:
-        idx, uuid = cuda_identity(index)
+        idx, uuid = telemetry.cuda_identity(index)
         return nvml, nvml.handles_for_cuda(idx, uuid), None
     except Exception as exc:
         nvml.close()

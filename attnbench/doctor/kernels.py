@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from attnbench.doctor.result import FAIL, PASS, SKIP, Check
+from attnbench.impls import registry
+from attnbench.measure import correctness
+from attnbench.measure.inputs import make_inputs
 from attnbench.point import DType, Pass, Point
 
 # (B, H, N, D, M): a tiny one, and one whose N is not a power of two (chunk tails, masks).
@@ -23,10 +26,6 @@ def _point(spec: Any, device: str, size: tuple[int, int, int, int, int]) -> Poin
 
 def check_one(spec: Any, device: str) -> Check:
     """Both sizes for one impl (a failure to run is a failed check, with the error)."""
-    from attnbench.impls import registry
-    from attnbench.measure import correctness
-    from attnbench.measure.inputs import make_inputs
-
     why = spec.unavailable_reason(device)
     if why:
         return Check("kernels", spec.name, SKIP, f"{spec.name}: {why}")
@@ -82,8 +81,6 @@ def check_one(spec: Any, device: str) -> Check:
 
 def check_kernels(device: str, impls: list[str] | None = None) -> list[Check]:
     """One check per registered impl (or ``impls``), skipped where it cannot run on ``device``."""
-    from attnbench.impls import registry
-
     specs = registry.all_specs()
     names = impls if impls is not None else sorted(specs)
     return [check_one(registry.get(n), device) for n in names]

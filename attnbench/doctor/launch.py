@@ -10,9 +10,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from attnbench.doctor.result import PASS, SKIP, WARN, Check
+from attnbench.impls import registry
+from attnbench.measure.cuda_timer import time_cuda
+from attnbench.measure.inputs import make_inputs, make_pass
+from attnbench.measure.stats import quantile
 from attnbench.measure.timer import TimerConfig
 from attnbench.point import Pass, Point
+from attnbench.suite import expand, load_suite
 
 LAUNCHES = 2000
 SHORT_CFG = TimerConfig(warmup_s=0.02, min_samples=5, min_time_s=0.05, max_time_s=0.3, target_rel_noise=0.02)
@@ -22,8 +29,6 @@ def empty_op_overhead(device: str, launches: int = LAUNCHES) -> dict[str, float]
     """``host_us``: host time per op of ``launches`` back-to-back ``x.add_(1)`` on a one-element
     tensor; on CUDA also ``device_us``: event time per op over the same loop (the device's pace
     when the host is the bottleneck: launch overhead is max(host, device) per kernel)."""
-    import torch
-
     x = torch.zeros(1, device=device)
     for _ in range(100):
         x.add_(1)
@@ -61,8 +66,6 @@ def check_launch_overhead(device: str) -> Check:
 def short_points(suite: str, device: str) -> list[Point]:
     """The shortest point (smallest N, then smallest B*H) of each impl and kernel pass of ``suite``
     on ``device`` that is not skipped."""
-    from attnbench.suite import expand, load_suite
-
     points = [p for p in expand(load_suite(suite), device, {}) if p.pass_ is not Pass.DECODE and not p.skip]
     best: dict[tuple[str, str], Point] = {}
     for p in points:
@@ -74,11 +77,6 @@ def short_points(suite: str, device: str) -> list[Point]:
 
 def measure_short_point(point: Point, device: str) -> dict[str, Any]:
     """time_cuda of the point's pass (warm, no flush): device ms, host ms per call, launch-bound."""
-    from attnbench.impls import registry
-    from attnbench.measure.cuda_timer import time_cuda
-    from attnbench.measure.inputs import make_inputs, make_pass
-    from attnbench.measure.stats import quantile
-
     spec = registry.get(point.impl)
     why = spec.unavailable_reason("cuda") or spec.skip_reason(point.as_mapping())
     if why:

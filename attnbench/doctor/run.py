@@ -7,19 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from attnbench.doctor import energy, gpu, kernels, launch, timers
 from attnbench.doctor.result import Check, Report
+from attnbench.env import fingerprint
 
 
 def run_doctor(device: str, suite: str = "seqlen", progress: Callable[[str], None] | None = None) -> Report:
     """Every check for ``device`` ("cpu" or "cuda"), with the environment fingerprint."""
-    from attnbench.doctor import kernels, launch, timers
-    from attnbench.env import fingerprint
-
     say = progress or (lambda _msg: None)
     checks: list[Check] = []
     if device == "cuda":
-        from attnbench.doctor import energy, gpu
-
         say("timer agreement (attnbench against torch.utils.benchmark and triton's do_bench)")
         checks += timers.check_cuda_timers()
         say("GPU state through NVML")

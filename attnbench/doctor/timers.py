@@ -20,10 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch.utils.benchmark import Timer
+
 from attnbench.doctor.machine import LoadMeter
 from attnbench.doctor.result import FAIL, PASS, SKIP, Check
+from attnbench.measure.cuda_timer import time_cuda
 from attnbench.measure.stats import quantile
-from attnbench.measure.timer import TimerConfig
+from attnbench.measure.timer import TimerConfig, time_cpu
 
 CPU_TOLERANCE = 0.10
 CUDA_TOLERANCE = 0.05
@@ -47,8 +52,6 @@ class Workload:
 
 def _matmul(n: int, dtype: str) -> Workload:
     def make(device: str) -> Callable[[], object]:
-        import torch
-
         a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
         b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
         return lambda: a @ b
@@ -58,9 +61,6 @@ def _matmul(n: int, dtype: str) -> Workload:
 
 def _sdpa(b: int, h: int, n: int, d: int, dtype: str) -> Workload:
     def make(device: str) -> Callable[[], object]:
-        import torch
-        import torch.nn.functional as F
-
         q, k, v = (torch.randn(b, h, n, d, device=device, dtype=getattr(torch, dtype)) for _ in range(3))
         return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
@@ -90,22 +90,16 @@ def median_ms(samples: list[float]) -> float:
 
 def torch_benchmark_ms(fn: Callable[[], object], min_run_s: float = REF_MIN_RUN_S) -> float:
     """Median ms per call by ``torch.utils.benchmark.Timer.blocked_autorange`` (one thread)."""
-    from torch.utils.benchmark import Timer
-
     return (
         float(Timer("fn()", globals={"fn": fn}, num_threads=1).blocked_autorange(min_run_time=min_run_s).median) * 1e3
     )
 
 
 def cpu_timer_ms(fn: Callable[[], object]) -> float:
-    from attnbench.measure.timer import time_cpu
-
     return median_ms(time_cpu(fn, CPU_CFG).samples_ms)
 
 
 def cuda_timer_ms(fn: Callable[[], object], flush_l2: bool) -> float:
-    from attnbench.measure.cuda_timer import time_cuda
-
     return median_ms(time_cuda(fn, CUDA_CFG, flush_l2=flush_l2).samples_ms)
 
 
@@ -116,7 +110,7 @@ def do_bench_ms(bench: Callable[..., Any], fn: Callable[[], object]) -> float:
 def triton_do_bench() -> Callable[..., Any] | None:
     """``triton.testing.do_bench``, or None without triton."""
     try:
-        from triton.testing import do_bench
+        from triton.testing import do_bench  # optional dependency: triton (CUDA builds of torch)
     except Exception:
         return None
     return do_bench  # type: ignore[no-any-return]
@@ -181,8 +175,6 @@ def check_cpu_timers(
     workloads: tuple[Workload, ...] = CPU_WORKLOADS, rounds: int = CPU_ROUNDS, tol: float = CPU_TOLERANCE
 ) -> list[Check]:
     """attnbench's CPU timer against torch.utils.benchmark, one thread, plus the host's load."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as torch.utils.benchmark's Timer(num_threads=1)
     checks = []

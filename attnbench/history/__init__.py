@@ -26,7 +26,7 @@ def ingest(run_dir: Path | str, db_path: Path | str | None = None) -> IngestSumm
     missing, unfinished, corrupt or foreign run directory, an unusable database, or when duckdb
     (the ``history`` extra) is not installed.
     """
-    from attnbench.history.ingestion import ingest as _ingest
+    from attnbench.history.ingestion import ingest as _ingest  # deferred: numpy, pandas (see the module doc)
 
     return _ingest(run_dir, db_path)
 

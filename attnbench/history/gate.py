@@ -35,8 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as sps
 
+from attnbench import results
 from attnbench.compare.io import PointData, Side
+from attnbench.compare.stats import benjamini_hochberg
 from attnbench.compare.verdicts import Comparison, PointVerdict, Verdict, structural_verdict
 from attnbench.errors import UserError
 from attnbench.gate import GateConfig
@@ -79,8 +82,6 @@ def parse_spec(spec: str) -> int:
 
 
 def _current_run_id(cur_spec: str) -> str | None:
-    from attnbench import results
-
     p = Path(cur_spec)
     run_dir = p if p.is_dir() else p.parent
     try:
@@ -160,10 +161,6 @@ def _run_effects(logs: dict[str, dict[int, float]], cur: dict[str, float], n_run
 
 def compare_history(base: HistorySide, cur: Side, cfg: GateConfig | None = None) -> Comparison:
     """Verdicts for every point of the history's newest states and of the current run."""
-    from scipy import stats as sps
-
-    from attnbench.compare.stats import benjamini_hochberg
-
     cfg = cfg or GateConfig()
     n_runs = len(base.runs)
     ids = list(base.points) + [p for p in cur.points if p not in base.points]

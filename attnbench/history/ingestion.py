@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from attnbench import results
 from attnbench.errors import UserError
 from attnbench.history import identity, store
+from attnbench.suite import parse_suite
 
 # typed columns of the points table, in table order (the rest of a results row goes to ``extra``)
 POINT_COLUMNS = ("impl", "pass", "causal", "dtype", "B", "H", "N", "D", "M", "status", "error", "correct",
@@ -96,8 +99,6 @@ def _clean(v: Any) -> Any:
 
 def suite_gate(meta: dict[str, Any]) -> dict[str, Any]:
     """The ``[gate]`` table of the run's stored suite source ({} if it has none or it no longer parses)."""
-    from attnbench.suite import parse_suite
-
     suite = meta.get("suite") or {}
     source = suite.get("source")
     if not source:
@@ -146,10 +147,6 @@ def point_value(
 
 def load(run_dir: Path) -> LoadedRun:
     """Read ``run_dir`` through attnbench.results and check it is a finished run of attnbench."""
-    import pandas as pd
-
-    from attnbench import results
-
     run_dir = Path(run_dir)
     where = str(run_dir)
     if not run_dir.is_dir():
@@ -224,8 +221,6 @@ def fast_state_values(samples: Any, window: float) -> dict[str, tuple[float, int
 
 
 def _points_frame(df: Any, samples: Any, window: float) -> Any:
-    import pandas as pd
-
     fast = fast_state_values(samples, window)
     rows = []
     for rec in df.to_dict(orient="records"):

@@ -104,7 +104,7 @@ def resolve(db: Path | str | None) -> Path:
 def import_duckdb() -> Any:
     """The duckdb module, or a one-line error naming the extra that installs it."""
     try:
-        import duckdb
+        import duckdb  # optional dependency: the history extra
     except ImportError:
         raise UserError(
             f"the history database needs duckdb, which is not installed: pip install 'attnbench[{EXTRA}]'"

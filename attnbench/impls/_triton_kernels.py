@@ -20,8 +20,11 @@ long sequence exceeds fp16's range and G (~ g / position) falls below it.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+from attnbench.impls.common import interpreter_enabled
 
 
 @triton.jit
@@ -346,12 +349,8 @@ _CONFIGS = {(w, s): triton.Config({}, num_warps=w, num_stages=s) for ws in ARCH_
 def _prune(configs, named_args, **kwargs):  # noqa: ANN001, ANN003, ANN202 - triton's early_config_prune signature
     """The configurations launch_configs() allows for the GPU the tensors live on; under the
     interpreter one (nothing to tune)."""
-    from attnbench.impls.common import interpreter_enabled
-
     if interpreter_enabled():
         return configs[:1]
-    import torch
-
     dev = next(v.device for v in named_args.values() if isinstance(v, torch.Tensor))
     major = torch.cuda.get_device_capability(dev)[0]
     is_heavy = heavy(kwargs.get("BLOCK_D", 16), kwargs.get("BLOCK_M", 16), kwargs.get("DOT_PREC"))

@@ -83,7 +83,7 @@ class ChunkedTritonFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
-        from attnbench.impls import _triton_kernels as kern
+        from attnbench.impls import _triton_kernels as kern  # optional dependency: triton, loaded on first call
 
         bh, n, d = q.shape
         m = v.shape[-1]
@@ -105,7 +105,7 @@ class ChunkedTritonFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        from attnbench.impls import _triton_kernels as kern
+        from attnbench.impls import _triton_kernels as kern  # optional dependency: triton, loaded on first call
 
         q, k, v, out, rden = ctx.saved_tensors
         g = g.to(v.dtype).contiguous()  # also materialises a stride-0 (expanded) output gradient

@@ -20,6 +20,7 @@ it is stale and is removed, with a message.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import platform
@@ -32,6 +33,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+
+import torch
 
 SOURCE_DIR_NAME = "causal_product"
 CPU_SOURCES = ("causal_product_cpu.cpp", "causal_product_bindings.cpp")
@@ -81,15 +84,13 @@ def cpu_fingerprint() -> str:
 
 def cuda_arch() -> str:
     """Compute capability of the current CUDA device, e.g. "9.0" (initialises CUDA in this process)."""
-    import torch
-
     major, minor = torch.cuda.get_device_capability()
     return f"{major}.{minor}"
 
 
 def nvcc_version() -> str:
     """The nvcc torch will use (its last --version line), or '' when there is none."""
-    from torch.utils.cpp_extension import CUDA_HOME
+    from torch.utils.cpp_extension import CUDA_HOME  # deferred: imports setuptools (slow, may be absent)
 
     if CUDA_HOME is None:
         return ""
@@ -103,8 +104,6 @@ def nvcc_version() -> str:
 
 def build_dir(kind: str, src: Path, arch: str | None = None, nvcc: str = "") -> Path:
     """The cache directory of one build: ``cpu-<hash>`` or ``cuda-sm<cc>-<hash>``."""
-    import torch
-
     h = hashlib.sha256()
     for name in sorted((*CUDA_SOURCES, *HEADERS)):
         h.update(name.encode())
@@ -124,7 +123,7 @@ def why_not_buildable(kind: str) -> str | None:
     if source_dir() is None:
         return "kernel sources not found (neither kernels/causal_product in the repo nor attnbench/kernels_src)"
     try:
-        from torch.utils.cpp_extension import verify_ninja_availability
+        from torch.utils.cpp_extension import verify_ninja_availability  # deferred: may fail (setuptools), caught
 
         verify_ninja_availability()
     except Exception:
@@ -133,13 +132,11 @@ def why_not_buildable(kind: str) -> str | None:
     if shutil.which(cxx) is None:
         return f"no C++ compiler ({cxx!r} not on PATH)"
     if kind == "cuda":
-        import torch
-
         if torch.version.cuda is None:
             return "this torch build has no CUDA"
         if not torch.cuda.is_available():
             return "no CUDA device"
-        from torch.utils.cpp_extension import CUDA_HOME
+        from torch.utils.cpp_extension import CUDA_HOME  # deferred: imports setuptools (slow, may be absent)
 
         if CUDA_HOME is None:
             return "no CUDA toolkit (nvcc) found: set CUDA_HOME"
@@ -150,8 +147,6 @@ def why_not_buildable(kind: str) -> str | None:
 def build_lock(build: Path, say: Callable[[str], None]) -> Iterator[None]:
     """Hold an exclusive OS lock on ``<build>.flock`` (freed by the OS if this process dies); inside
     it, a torch ``lock`` file left in ``build`` can only be stale: remove it."""
-    import fcntl
-
     build.parent.mkdir(parents=True, exist_ok=True)
     with open(build.parent / f"{build.name}.flock", "w") as fh:
         try:
@@ -184,7 +179,7 @@ def load(device: str = "cpu", *, verbose: bool = False, say: Callable[[str], Non
         reason = why_not_buildable(kind)
         if reason is not None:
             raise RuntimeError(f"linear-causal-{kind} is unavailable: {reason}")
-        from torch.utils.cpp_extension import load as torch_load
+        from torch.utils.cpp_extension import load as torch_load  # deferred: imports setuptools (slow, may be absent)
 
         src = source_dir()
         assert src is not None

@@ -14,15 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
+
+from attnbench.measure.nvml import open_nvml
+from attnbench.measure.telemetry import cuda_identity
+
 T = TypeVar("T")
 MIB = float(2**20)
 
 
 def nvml_process_mib(index: int | None = None) -> float | None:
     """This process's device memory as NVML sees it, MiB, or None."""
-    from attnbench.measure.nvml import open_nvml
-    from attnbench.measure.telemetry import cuda_identity
-
     nvml, _reason = open_nvml()
     if nvml is None:
         return None
@@ -38,8 +40,6 @@ def nvml_process_mib(index: int | None = None) -> float | None:
 
 def cuda_peak_columns(fn: Callable[[], T]) -> tuple[dict[str, Any], T]:
     """(memory columns, fn's result) for one call of ``fn`` on the current CUDA device."""
-    import torch
-
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()

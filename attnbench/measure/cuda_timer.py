@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from attnbench.measure.stats import quantile
 from attnbench.measure.timer import StopRule, TimedWindow, TimerConfig, TimingResult
 
@@ -69,8 +71,6 @@ def graph_refusal(pass_name: str | None) -> str | None:
 
 def l2_bytes(device: Any = None) -> int:
     """The L2 cache size of ``device`` in bytes, from the device properties (0 if unknown)."""
-    import torch
-
     idx = torch.device(device).index if device is not None else None
     if idx is None:
         idx = torch.cuda.current_device()
@@ -87,8 +87,6 @@ class L2Flusher:
     """Writes a buffer of ``nbytes`` (a memset kernel) to evict whatever the last sample left."""
 
     def __init__(self, nbytes: int, device: Any = None) -> None:
-        import torch
-
         self.nbytes = nbytes
         self.buf = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device or "cuda")
 
@@ -99,8 +97,6 @@ class L2Flusher:
 def capture_graph(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` captured into a CUDA graph; returns a callable replaying it. ``fn`` must have been
     warmed up (torch requires the first calls outside capture) and be capturable (no host sync)."""
-    import torch
-
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # torch's recipe: a few eager calls on a side stream first
@@ -145,8 +141,6 @@ def time_cuda(
     ``pass_name`` (fwd, bwd, fwdbwd) lets graph mode refuse what it cannot capture
     (:class:`GraphRefused`); ``window`` receives the timed window for telemetry.
     """
-    import torch
-
     if graph and (why := graph_refusal(pass_name)):
         raise GraphRefused(why)
     sync = torch.cuda.synchronize

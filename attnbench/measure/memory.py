@@ -14,6 +14,8 @@ import ctypes
 from collections.abc import Callable
 from typing import TypeVar
 
+from torch.profiler import ProfilerActivity, profile
+
 T = TypeVar("T")
 MIB = float(2**20)
 _M_TRIM_THRESHOLD = -1
@@ -97,8 +99,6 @@ def allocator_peak_mib(fn: Callable[[], T]) -> tuple[float, str, T]:
     but it sees only what goes through torch's allocator, not other mallocs. The CI suite uses
     it: a gate needs a number that does not move between identical runs.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]

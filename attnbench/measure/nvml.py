@@ -234,7 +234,7 @@ def _text(x: Any) -> str | None:
 def open_nvml() -> tuple[Nvml | None, str | None]:
     """(session, None) or (None, why NVML cannot be used). Never raises."""
     try:
-        import pynvml
+        import pynvml  # optional dependency: nvidia-ml-py
     except ImportError:
         return None, "nvidia-ml-py is not installed (pip install 'attnbench[gpu]')"
     try:

@@ -26,8 +26,10 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+from attnbench.measure.mathmode import fp32_matmul_precision, math_mode, set_fp32_matmul_precision
 from attnbench.measure.roofline import ELEMENT_BYTES
 
 
@@ -46,8 +48,6 @@ def _best_s(
 
 def _llc_bytes() -> int:
     """The CPU's last-level cache size (from sysfs), 0 if unknown."""
-    from pathlib import Path
-
     sizes = []
     for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
         try:
@@ -65,7 +65,7 @@ def _host_timer(fn: Callable[[], object]) -> float:
 
 
 def _cuda_timer(fn: Callable[[], object]) -> float:
-    import torch
+    import torch  # deferred: torch, kept out of importing this module (light readers of its constants)
 
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
@@ -81,8 +81,6 @@ _DTYPE_OF_MODE = {"fp64": "float64", "fp32": "float32", "tf32": "float32", "fp16
 
 def math_modes(device: str, dtypes: Iterable[str], tf32_capable: bool) -> list[str]:
     """The math modes to calibrate for ``dtypes`` on ``device`` (in a stable order)."""
-    from attnbench.measure.mathmode import math_mode
-
     modes = []
     for name in dtypes:
         if name not in ELEMENT_BYTES:
@@ -96,10 +94,10 @@ def math_modes(device: str, dtypes: Iterable[str], tf32_capable: bool) -> list[s
 def _matmul_rate(
     mode: str, device: str, budget_s: float, min_call_s: float, timer: Callable[[Callable[[], object]], float]
 ) -> tuple[float, str]:
+    # deferred: torch (inputs imports it too), kept out of importing this module
     import torch
 
     from attnbench.measure.inputs import torch_dtype
-    from attnbench.measure.mathmode import set_fp32_matmul_precision
 
     name = _DTYPE_OF_MODE[mode]
     dt = torch_dtype(name)
@@ -133,9 +131,7 @@ def calibrate(
     device: str, dtypes: Iterable[str] = ("float32",), budget_s: float = 0.25, min_call_s: float = 0.03
 ) -> dict[str, Any]:
     """Peak FLOP/s per math mode the ``dtypes`` run on, and copy bandwidth, on ``device`` (cpu or cuda)."""
-    import torch
-
-    from attnbench.measure.mathmode import fp32_matmul_precision, math_mode
+    import torch  # deferred: torch, kept out of importing this module
 
     started = time.perf_counter()
     cuda = device == "cuda"

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from attnbench.measure.mathmode import math_mode, point_math_mode
+
 ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 BWD_FACTOR = {"softmax": 2.0, "linear": 2.0}
 
@@ -98,8 +100,6 @@ def _flops_peak(peaks: dict[str, Any], math: str, dtype: str) -> float | None:
     if isinstance(by_math, dict):
         rate = by_math.get(math)
         return float(rate) if rate else None
-    from attnbench.measure.mathmode import math_mode
-
     rate = (peaks.get("flops_per_s") or {}).get(dtype)
     return float(rate) if rate and math == math_mode(dtype, "cpu") else None
 
@@ -153,8 +153,6 @@ def roofline_columns(
         gbps=nbytes / sec / 1e9,
     )
     if math is None:
-        from attnbench.measure.mathmode import point_math_mode
-
         math = point_math_mode(point)
     out["peak_math"] = math
     peaks = peaks or {}

@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from attnbench.measure.nvml import DeviceHandles, Nvml, Reading, decode_reasons, is_throttle, open_nvml
 
 TELEMETRY_COLUMNS = (
@@ -271,8 +273,6 @@ class PointTelemetry:
         if length <= 0:
             return None
         if sync is None:
-            import torch
-
             sync = torch.cuda.synchronize
         handle = s.handle
         self.block = run_energy_block(fn, lambda: s.nvml.energy_mj(handle), length, sync)
@@ -329,8 +329,6 @@ def probe(device: str, index: int = 0, uuid: str | None = None) -> dict[str, Any
 def cuda_identity(index: int | None = None) -> tuple[int, str | None]:
     """(CUDA device index, its UUID as torch gives it, or None) for the current device. The NVML
     prefix (``GPU-`` or, for a MIG instance, ``MIG-``) is left to :meth:`Nvml.handle_for_cuda`."""
-    import torch
-
     idx = torch.cuda.current_device() if index is None else index
     uuid = getattr(torch.cuda.get_device_properties(idx), "uuid", None)
     text = str(uuid) if uuid is not None else ""

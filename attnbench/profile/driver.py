@@ -13,12 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attnbench import __version__
 from attnbench import profile as names
+from attnbench.env import fingerprint
 from attnbench.errors import UserError
+from attnbench.impls import registry
+from attnbench.measure.inputs import make_inputs
 from attnbench.point import Status
 from attnbench.profile import bundle, nsight, top
+from attnbench.profile.repro_script import inputs_sha256
 from attnbench.profile.target import Target
+from attnbench.profile.worker import impl_import
+from attnbench.runner.procs import run_child, signal_name
 
 ERROR_FILE = "error.txt"
 
@@ -75,8 +83,6 @@ def prepare_out(out: Path) -> Path:
 
 def _answer(res: Any, target: Target, what: str, timeout_s: float, out: Path) -> dict[str, Any]:
     """The worker's dict, or PointFailed / UserError saying in one line why there is none."""
-    from attnbench.runner.procs import signal_name
-
     pid = target.point.point_id
     if not res.messages:
         if res.timed_out:
@@ -99,8 +105,6 @@ def _answer(res: Any, target: Target, what: str, timeout_s: float, out: Path) ->
 
 def profile(target: Target, out: Path, calls: int | None, stack: bool, timeout_s: float) -> Profiled:
     """Profile ``target`` in a fresh worker and write everything into ``out``."""
-    from attnbench.runner.procs import run_child
-
     prepare_out(out)
     settings = {"calls": calls, "stack": stack}
     args = (target.point, target.options, settings, str(out))
@@ -169,8 +173,6 @@ def profile(target: Target, out: Path, calls: int | None, stack: bool, timeout_s
 def repro(target: Target, out: Path, timeout_s: float) -> tuple[dict[str, Path], str | None]:
     """Write the repro bundle of ``target`` into ``out`` (checksums made in a fresh worker);
     returns the files and, when the point fails here, why (the bundle then reproduces that)."""
-    from attnbench.runner.procs import run_child
-
     prepare_out(out)
     res = run_child("attnbench.profile.worker:checksum_main", (target.point, target.options), timeout_s)
     failure = None
@@ -189,14 +191,6 @@ def repro(target: Target, out: Path, timeout_s: float) -> tuple[dict[str, Path],
 def facts_here(target: Target) -> dict[str, Any]:
     """What a bundle needs when the point cannot make outputs (it fails): made in this process,
     without running the impl; no output checksums."""
-    import torch
-
-    from attnbench.env import fingerprint
-    from attnbench.impls import registry
-    from attnbench.measure.inputs import make_inputs
-    from attnbench.profile.repro_script import inputs_sha256
-    from attnbench.profile.worker import impl_import
-
     point = target.point
     spec = registry.get(point.impl)
     inp = make_inputs(point, device="cpu")

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import csv
 import pickle
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from attnbench.fmt import fmt_mib, fmt_ms
 
@@ -63,8 +67,6 @@ class Timeline:
 
 def cpu_timeline(fn: Callable[[], object]) -> Timeline:
     """One call of ``fn`` with torch's allocation events recorded."""
-    from torch.profiler import ProfilerActivity, profile, record_function
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, record_function(MEMORY_CALL_LABEL):
         fn()
     return timeline_from_events(_kineto(prof))
@@ -127,10 +129,6 @@ def _outer_inner(names: list[str]) -> list[str]:
 def cuda_timeline(fn: Callable[[], object], snapshot_path: Path) -> Timeline:
     """One call of ``fn`` with the CUDA allocator's history recorded; the snapshot is pickled to
     ``snapshot_path`` (drag it onto https://pytorch.org/memory_viz)."""
-    import time
-
-    import torch
-
     history = torch.cuda.memory._record_memory_history  # documented in torch_cuda_memory.html
     torch.cuda.synchronize()
     history(max_entries=MAX_HISTORY_ENTRIES)
@@ -190,12 +188,12 @@ def write_csv(tl: Timeline, path: Path) -> Path:
 
 def plot(tl: Timeline, path: Path, title: str) -> Path:
     """A step chart of live memory against time, the peak marked and named, the backward shaded."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib, only for the chart
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib, only for the chart
 
-    from attnbench.report.style import literal
+    from attnbench.report.style import literal  # deferred: loads seaborn and pandas, only for the chart
 
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=120)
     try:

@@ -227,7 +227,7 @@ def load_impl(cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
         if not callable(fn):
             raise TypeError(f"entry point {imp['entry_point']!r} is not callable")
         return fn  # type: ignore[no-any-return]
-    from attnbench.impls import registry
+    from attnbench.impls import registry  # deferred: in repro.py a plugin impl loads by entry point, not registry
 
     return registry.get(imp["name"]).fn
 
@@ -235,6 +235,7 @@ def load_impl(cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
 def oracle(cfg: dict[str, Any], inputs: tuple[torch.Tensor, ...], got: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The float64 reference of the impl's family on the same inputs, judged as attnbench judges
     a point (attnbench.measure.correctness): err_out, err_dq, ..., tolerance, correct."""
+    # deferred: repro.py loads the oracle only when it checks (not with --calls or --no-check)
     from attnbench.impls import registry
     from attnbench.measure import correctness
     from attnbench.measure.inputs import Inputs
@@ -248,7 +249,7 @@ def oracle(cfg: dict[str, Any], inputs: tuple[torch.Tensor, ...], got: dict[str,
 
 def time_pass(fn: Callable[[], object], threads: int, min_run_time: float, label: str) -> dict[str, Any]:
     """torch.utils.benchmark's blocked_autorange: median and IQR per call, in ms."""
-    from torch.utils import benchmark
+    from torch.utils import benchmark  # deferred: repro.py loads it only when it times (not --calls, --no-time)
 
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
     m = timer.blocked_autorange(min_run_time=min_run_time)

@@ -17,8 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
+from attnbench.env import resolve_device
 from attnbench.errors import UserError
+from attnbench.impls import registry
 from attnbench.point import DEVICES, CudaTimerOptions, Pass, Point, RunOptions, TimingConfig
+from attnbench.results import load_run, read_metadata
+from attnbench.results.layout import RunDir
+from attnbench.results.plan import read_plan
+from attnbench.suite import DEFAULTS, parse_set
 
 SLUG_MAX = 120
 PROFILE_SUBDIR = "profile"
@@ -81,9 +90,6 @@ def default_out(target: Target) -> Path:
 
 def from_run(run_dir: Path, point_id: str) -> Target:
     """The point ``point_id`` of the run in ``run_dir``, with the run's timing options and threads."""
-    from attnbench.results import load_run, read_metadata
-    from attnbench.results.layout import RunDir
-
     rd = RunDir(Path(run_dir))
     if not rd.path.is_dir():
         raise UserError(f"RUN_DIR {str(run_dir)!r}: no such directory; expected a directory written by `attnbench run`")
@@ -114,10 +120,6 @@ def from_options(
 ) -> Target:
     """One point from ``--impl``, ``--set KEY=VALUE`` (one value each), ``--pass`` and ``--param``;
     the suite defaults (B=1, H=4, D=M=64, float32, causal, seed 0) fill the rest; N is required."""
-    from attnbench.env import resolve_device
-    from attnbench.impls import registry
-    from attnbench.suite import DEFAULTS, parse_set
-
     values: dict[str, Any] = {k: v[0] for k, v in DEFAULTS.items()}
     values["pass"] = Pass.FWDBWD.value
     for s in sets:
@@ -175,8 +177,6 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def _plan_points(rd: Any, df: Any) -> dict[str, Point]:
     """The run's points by id: from plan.json, else (a run without one) from its results rows."""
-    from attnbench.results.plan import read_plan
-
     if rd.plan.exists():
         return {p.point_id: p for p in read_plan(rd).points}
     points: dict[str, Point] = {}
@@ -210,11 +210,8 @@ def _run_options(meta: dict[str, Any], device: str) -> RunOptions:
 def _check_device(device: str, what: str) -> None:
     if device not in DEVICES:
         raise UserError(f"{what}: unknown device {device!r}; expected {' or '.join(DEVICES)}")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"{what}, and no CUDA device is visible here (torch.cuda.is_available() is False)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{what}, and no CUDA device is visible here (torch.cuda.is_available() is False)")
 
 
 def _plain(v: Any) -> Any:
@@ -228,8 +225,6 @@ def _plain(v: Any) -> Any:
         return None
     if v is not None and not isinstance(v, (bool, int, float, str)):
         try:
-            import pandas as pd
-
             if pd.isna(v):
                 return None
         except (TypeError, ValueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import asdict
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,6 @@ def impl_import(spec: ImplSpec) -> dict[str, Any]:
     if not spec.origin.startswith("plugin"):
         return info
     info["distribution"] = spec.origin.removeprefix("plugin").strip() or None
-    from importlib.metadata import entry_points
-
     for ep in entry_points(group=registry.ENTRY_POINT_GROUP):
         if ep.name == spec.name:
             info["entry_point"] = ep.value

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from attnbench.errors import UserError
+from attnbench.report import markdown
+from attnbench.report.devices import select_device
 
 FORMATS = ("md", "html")
 
@@ -54,11 +56,11 @@ def build(
     if assets_url is not None and not assets_url.strip():
         raise UserError("--assets-url '': expected a URL prefix such as https://example.org/run-42/charts")
     try:
-        from attnbench.report.charts import make_charts
+        from attnbench.report.charts import make_charts  # optional dependencies: seaborn, matplotlib
     except ImportError as exc:
         raise UserError(f"the report needs seaborn and matplotlib ({exc}); pip install 'attnbench[report]'") from None
+    # deferred: pandas, numpy, jinja2; importing this package stays cheap
     from attnbench.report import html as html_report
-    from attnbench.report import markdown
     from attnbench.report.analysis import analyse
     from attnbench.report.content import build_report
     from attnbench.report.decode import decode_section
@@ -69,8 +71,6 @@ def build(
     df, _samples, meta = load_run(Path(run_dir))
     if df is None or not len(df):
         raise UserError(f"run directory {str(run_dir)!r} holds no results yet")
-    from attnbench.report.devices import select_device
-
     df = select_device(df, device_model, allow_mixed_devices, f"run {str(run_dir)!r}")
     impls = set(df["impl"].astype(str))
     if baseline is not None and baseline not in impls:

@@ -10,6 +10,9 @@ import math
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+import pandas as pd
+
 from attnbench.fmt import fmt_err, fmt_mib, fmt_ms, fmt_si, fmt_speedup
 from attnbench.report.model import Cell, Chart, Note, Section, Table
 from attnbench.report.tables import text
@@ -25,8 +28,6 @@ def _ok_decode(results_df: Any) -> Any:
 
 def _interp_loglog(steps: Any, at: float) -> float | None:
     """The step time at step ``at`` from one point's steps (log-log interpolation); None outside."""
-    import numpy as np
-
     xs, ys = steps["step"].to_numpy(float), steps["time_ms"].to_numpy(float)
     if len(xs) == 0 or at < xs.min() or at > xs.max():
         return None
@@ -40,8 +41,6 @@ def speedups(results_df: Any, steps_df: Any, target: str = TARGET) -> Any:
       with the same T, else its longest run interpolated log-log at step T;
     - ``speedup_tokens``: tokens/s ratio against the target point with the same T, if any.
     """
-    import pandas as pd
-
     df = _ok_decode(results_df)
     out = []
     targets = df[df["impl"] == target]
@@ -76,8 +75,6 @@ def speedups(results_df: Any, steps_df: Any, target: str = TARGET) -> Any:
 
 def growth(results_df: Any, steps_df: Any, at: int = 1024) -> Any:
     """Per point: step time at step ``at`` and at its last step, and their ratio (flat = ~1)."""
-    import pandas as pd
-
     rows = []
     for r in _ok_decode(results_df).to_dict("records"):
         st = steps_df[steps_df["point_id"] == r["point_id"]]
@@ -104,10 +101,10 @@ def _longest(df: Any) -> Any:
 
 
 def _plot_steps(steps: Any, y: str, ylabel: str, title: str, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # optional dependencies: matplotlib, seaborn (only to draw)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional, as above; after use("Agg")
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -121,10 +118,10 @@ def _plot_steps(steps: Any, y: str, ylabel: str, title: str, path: Path) -> None
 
 
 def _plot_speedup(sp: Any, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # optional dependencies: matplotlib, seaborn (only to draw)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional, as above; after use("Agg")
     import seaborn as sns
 
     data = sp.dropna(subset=["speedup_step"]).assign(over=lambda d: d["impl"] + " @" + d["step"].astype(str))

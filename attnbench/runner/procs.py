@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from attnbench.runner.lifeline import die_with_parent, watch_result_pipe
+
 # server_init first: the server is tied to the main process before the slow torch import.
 PRELOAD = ["attnbench.runner.server_init", "attnbench.runner.worker"]
 # After its result arrived, how long a worker may take to exit before it is killed.
@@ -117,8 +119,6 @@ def _call(target: str, *args: Any) -> None:
     """Child entry: ``target`` is ``module:function``; the fork server preloaded the module, so
     the parent never imports it (nor torch's heavy start-up with it). The child dies with the
     server and with the main process (its last argument is the result pipe the main reads)."""
-    from attnbench.runner.lifeline import die_with_parent, watch_result_pipe
-
     die_with_parent()
     if args:
         watch_result_pipe(args[-1])

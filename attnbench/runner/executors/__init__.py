@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from attnbench.errors import UserError
 from attnbench.point import Point, Record
+from attnbench.runner.executors.gpus import parse_gpus
+from attnbench.slurm_config import resolve_config
 
 EXECUTORS = ("local", "slurm")
 
@@ -58,8 +60,6 @@ class ExecutorRequest:
         if self.kind is not None and self.kind not in EXECUTORS:
             raise UserError(f"--executor {self.kind!r}: expected one of {', '.join(EXECUTORS)}")
         if self.gpus is not None:
-            from attnbench.runner.executors.gpus import parse_gpus
-
             parse_gpus(self.gpus)
         given = sorted(k for k, v in self.slurm.items() if v is not None)
         if self.resolved_kind != "slurm" and (given or self.slurm_config is not None):
@@ -70,8 +70,6 @@ class ExecutorRequest:
         if not self.wait and self.resolved_kind != "slurm":
             raise UserError("--no-wait: only with --executor slurm (a local run is the waiting process)")
         if self.resolved_kind == "slurm":
-            from attnbench.slurm_config import resolve_config
-
             resolve_config(self, suite_table={})  # the options and the config file, checked now
 
     @property
@@ -85,17 +83,15 @@ class ExecutorRequest:
     def remote_device(self, suite: Any) -> str:
         """The device of a new remote run without ``--device``: cuda when the shards get GPUs
         (``--slurm-gpus-per-node`` or the suite's ``[slurm]``), else cpu. Nothing is probed here."""
-        from attnbench.slurm_config import resolve_config
-
         cfg = resolve_config(self, getattr(suite, "slurm", None) or {})
         return "cuda" if cfg.gpus_per_node else "cpu"
 
     def build(self, session: Any) -> Executor:
         if self.resolved_kind == "slurm":
-            from attnbench.runner.executors.slurm import SlurmExecutor
+            from attnbench.runner.executors.slurm import SlurmExecutor  # cycle: slurm imports this package
 
             return SlurmExecutor.from_request(self, session)
-        from attnbench.runner.executors.local import LocalExecutor
+        from attnbench.runner.executors.local import LocalExecutor  # cycle: local imports slurm, which imports this
 
         return LocalExecutor(self.gpus)
 

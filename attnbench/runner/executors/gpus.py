@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from attnbench.errors import UserError
+from attnbench.measure import nvml
+from attnbench.runner import procs
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,10 @@ def _prefixed(uuid: str, mig: bool) -> str:
 def gpus_from_torch() -> list[Gpu]:
     """The visible CUDA devices, read in this process (initialises CUDA: call it in a worker).
     NVML, when present, tells a MIG instance from a whole GPU (their UUID prefixes differ)."""
-    import torch
-
-    from attnbench.measure.nvml import open_nvml
+    import torch  # deferred: torch, kept out of lane processes and `attnbench status`
 
     n = torch.cuda.device_count()
-    nv, _why = open_nvml() if n else (None, None)
+    nv, _why = nvml.open_nvml() if n else (None, None)
     out = []
     try:
         for i in range(n):
@@ -79,9 +79,7 @@ def probe_main(conn: Any) -> None:
 
 def visible_gpus(timeout_s: float = 120.0) -> list[Gpu]:
     """The CUDA devices this process may use, probed in a fresh worker."""
-    from attnbench.runner.procs import run_child
-
-    res = run_child("attnbench.runner.executors.gpus:probe_main", (), timeout_s)
+    res = procs.run_child("attnbench.runner.executors.gpus:probe_main", (), timeout_s)
     msg = res.messages[-1] if res.messages else {"error": f"the GPU probe worker died (exit code {res.exitcode})"}
     if isinstance(msg, dict):
         raise UserError(f"cannot list the CUDA devices: {msg['error']}")

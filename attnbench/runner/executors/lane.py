@@ -10,6 +10,10 @@ import socket
 import sys
 from types import FrameType
 
+from attnbench.runner import procs
+from attnbench.runner.executors.lanes import Closed, recv_msg, send_msg
+from attnbench.runner.sweep import run_one
+
 
 class _Stop(BaseException):
     """SIGTERM: leave at once (run_child kills the worker in flight on the way out)."""
@@ -20,10 +24,6 @@ def _on_term(_signum: int, _frame: FrameType | None) -> None:
 
 
 def main(fd: int) -> int:
-    from attnbench.runner import procs
-    from attnbench.runner.executors.lanes import Closed, recv_msg, send_msg
-    from attnbench.runner.sweep import run_one
-
     signal.signal(signal.SIGTERM, _on_term)
     sock = socket.socket(fileno=fd)
     try:

@@ -19,7 +19,13 @@ from typing import Any
 
 from attnbench.errors import UserError
 from attnbench.point import Point, Record
+from attnbench.results import journal
+from attnbench.results.metadata import write_metadata
+from attnbench.runner import signals
 from attnbench.runner.executors.gpus import Gpu, cpu_placement, gpu_placement, placement, select, visible_gpus
+from attnbench.runner.executors.lanes import run_on_lanes
+from attnbench.runner.executors.slurm import live_shards
+from attnbench.runner.sweep import base_row, run_points
 
 
 class LocalExecutor:
@@ -54,8 +60,6 @@ class LocalExecutor:
     def refuse_live_shards(run_dir: Any, backend: Any = None) -> None:
         """A run with Slurm shards still queued or running is not resumed here: their points would
         be measured twice. (A run that never used Slurm has no shards.json: nothing is asked.)"""
-        from attnbench.runner.executors.slurm import live_shards
-
         live = live_shards(run_dir, backend)
         if live:
             ids = ", ".join(f"{v.entry.id} (job {v.entry.job_id}, {v.slurm_state or v.own_state})" for v in live)
@@ -71,12 +75,6 @@ class LocalExecutor:
         on_done: Callable[[Record], None] | None,
         on_start: Callable[[Point, int], None] | None,
     ) -> bool:
-        from attnbench.results import journal
-        from attnbench.results.metadata import write_metadata
-        from attnbench.runner import signals
-        from attnbench.runner.executors.lanes import run_on_lanes
-        from attnbench.runner.sweep import base_row, run_points
-
         options = session.options
         lanes = self.lanes_for(options.device)
         self.refuse_live_shards(session.run_dir)

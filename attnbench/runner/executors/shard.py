@@ -30,6 +30,12 @@ from submitit.helpers import Checkpointable
 from attnbench.point import Point, Record, RunOptions, Status
 from attnbench.results import shards
 from attnbench.results.layout import RunDir
+from attnbench.results.plan import read_plan
+from attnbench.runner.calibrate import device_facts_in_worker
+from attnbench.runner.executors.gpus import cpu_placement, gpu_placement, placement, visible_gpus
+from attnbench.runner.executors.lanes import run_on_lanes
+from attnbench.runner.prepare import prepare_impls
+from attnbench.runner.sweep import base_row, run_points
 
 # A crashed worker may be the first sign of a SIGTERM meant for the whole job: wait this long for
 # the shard's own SIGTERM before journaling a crash, so a cancelled job leaves no false row.
@@ -104,8 +110,6 @@ def _job_id() -> str | None:
 
 def run_shard(spec: ShardSpec, on_event: Any = print) -> dict[str, Any]:
     """Run the shard's missing items; return a summary (also written to its status file)."""
-    from attnbench.results.plan import read_plan
-
     rd = RunDir(Path(spec.run_dir))
     stopper = _Stopper()
     with shards.ShardJournal(rd, spec.shard_id) as out:
@@ -156,11 +160,6 @@ def _run(
     out: shards.ShardJournal,
     on_event: Any,
 ) -> None:
-    from attnbench.runner.calibrate import device_facts_in_worker
-    from attnbench.runner.executors.gpus import cpu_placement, gpu_placement, placement, visible_gpus
-    from attnbench.runner.executors.lanes import run_on_lanes
-    from attnbench.runner.sweep import base_row, run_points
-
     options = replace(spec.options, threads=_node_threads(spec))
     runnable = [p for p, _r in todo if not p.skip]
     cols = {"shard": spec.shard_id, "slurm_job_id": _job_id()}
@@ -195,8 +194,6 @@ def _run(
 
 def _prepare(rd: RunDir, points: list[Point], options: RunOptions, on_event: Any) -> None:
     """Build the impls' compiled parts on this node, as the session does locally."""
-    from attnbench.runner.prepare import prepare_impls
-
     prepare_impls(points, options.device, on_event)
 
 

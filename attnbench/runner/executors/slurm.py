@@ -21,14 +21,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import submitit
+
 from attnbench.errors import UserError
 from attnbench.point import Point, Record, Status
 from attnbench.results import journal, shards
 from attnbench.results.layout import RunDir
 from attnbench.results.metadata import write_metadata
 from attnbench.runner.executors import ExecutorRequest
+from attnbench.runner.executors.gpus import placement
 from attnbench.runner.executors.shard import ShardJob, ShardSpec
+from attnbench.runner.sweep import base_row
 from attnbench.slurm_config import SlurmConfig, resolve_config
+from attnbench.suite import parse_suite
 
 SUBMITIT_DIR = "slurm"  # submitit's pickles and the jobs' logs, inside the run directory
 FILE_POLL_S = 1.0
@@ -72,8 +77,6 @@ class SubmititBackend:
         self._sacct_ok: bool | None = None
 
     def submit(self, folder: Path, config: SlurmConfig, jobs: list[ShardJob], name: str) -> list[str]:
-        import submitit
-
         try:
             ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
         except RuntimeError as exc:
@@ -113,8 +116,6 @@ class SubmititBackend:
         return out
 
     def _submitit_states(self, folder: Path, job_ids: list[str]) -> dict[str, str]:
-        import submitit
-
         try:  # does accounting answer at all? (without slurmdbd sacct exits 1)
             subprocess.run(["sacct", "-n", "-j", job_ids[0]], check=True, capture_output=True, timeout=30)
             self._sacct_ok = True
@@ -248,8 +249,6 @@ class SlurmExecutor:
 
     @classmethod
     def from_request(cls, request: ExecutorRequest, session: Any) -> SlurmExecutor:
-        from attnbench.suite import parse_suite
-
         suite = session.plan.meta.get("suite") or {}
         table = parse_suite(suite["source"], str(suite.get("path"))).slurm if suite.get("source") else {}
         config = resolve_config(request, table)
@@ -271,9 +270,6 @@ class SlurmExecutor:
         in_flight = {item for v in live for item in v.entry.items}
         to_journal = [(p, r) for p, r in todo if p.skip]
         for point, rnd in to_journal:  # no job needed: the row is the suite's reason
-            from attnbench.runner.executors.gpus import placement
-            from attnbench.runner.sweep import base_row
-
             rec = Record({"status": Status.SKIPPED.value, "error": point.skip})
             rec.row = {**base_row(point), "round": rnd, **placement(None), **rec.row}
             journal.append(rd, rec)

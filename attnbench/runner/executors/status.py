@@ -12,6 +12,7 @@ from typing import Any
 from attnbench.errors import UserError
 from attnbench.results import journal, shards
 from attnbench.results.layout import RunDir
+from attnbench.results.metadata import read_metadata
 from attnbench.results.plan import read_plan
 from attnbench.runner.executors.slurm import Backend, SubmititBackend, base_state, shard_views
 from attnbench.runner.sweep import plan_rounds
@@ -51,8 +52,6 @@ def collect(run_dir: Path, backend: Backend | None = None) -> RunStatus:
         raise UserError(
             f"run directory {str(run_dir)!r}: no {rd.plan.name}; expected a directory made by `attnbench run`"
         )
-    from attnbench.results.metadata import read_metadata
-
     plan = read_plan(rd)
     meta = read_metadata(rd)
     rounds = int(((meta.get("options") or {}).get("timing") or plan.meta.get("timing") or {}).get("rounds") or 1)
