@@ -55,7 +55,7 @@ def keep_freed_memory() -> bool:
     By default glibc serves blocks above a sliding threshold with mmap and returns freed memory
     to the kernel, so every call of a large pass page-faults its buffers in again: at N=16384 the
     causal-product fwdbwd alternated between 22.5 and 26.5 ms with the defaults and ran at
-    20-21 ms with its heap kept (docs/measurement.md, "A steady heap"). A model in training keeps
+    20-21 ms with its heap kept (docs/measurement.md, "CPU warm-up and a steady heap"). A model in training keeps
     its memory warm too. Blocks of 32 MiB and more still come from mmap. :func:`cpu_peak_mib`
     sets its own thresholds for the memory call, which runs after the timing.
     """

@@ -20,7 +20,7 @@ from attnbench.point import TimerConfig  # the timer's knobs live with the other
 
 # Calls after the first before sampling starts. One warm-up call was not enough on the CPU: the
 # second to fourth calls of a large fwdbwd still paid page faults for heap the allocator had
-# given back (docs/measurement.md, "CPU warm-up"). Waived once the warm-up lasted the time cap.
+# given back (docs/measurement.md, "CPU warm-up and a steady heap"). Waived once the warm-up lasted the time cap.
 MIN_WARM_CALLS = 3
 
 
