@@ -11,7 +11,8 @@ from compare_helpers import rounds_point, side, simulated_side
 from attnbench.compare import stats
 from attnbench.compare.rounds import round_values, select_states
 from attnbench.compare.verdicts import Verdict, compare
-from attnbench.gate import GateConfig
+from attnbench.gate import GateConfig, make_config
+from attnbench.suite.load import load_suite
 
 # ---- the test ------------------------------------------------------------------------------
 
@@ -186,6 +187,34 @@ def test_min_rounds_is_a_setting():
 SEEDS = range(10)
 ROUNDS = 10
 CHANGED = (Verdict.REGRESSED, Verdict.IMPROVED)
+CI_GATE = make_config(load_suite("ci").gate)  # the ci suite's [gate] table, as `attnbench compare` reads it
+
+
+def test_the_ci_suite_gates_at_ten_percent_with_a_90_percent_interval():
+    assert CI_GATE.confidence == pytest.approx(0.90) and CI_GATE.alpha == pytest.approx(0.01)
+    assert [(c.field, c.value, c.relative) for c in CI_GATE.for_field("latency")] == [
+        ("latency", pytest.approx(0.10), True)
+    ]
+
+
+def test_a_25pct_slowdown_measured_at_20pct_is_regressed_at_90_and_inconclusive_at_99_percent():
+    # Ten rounds a side, rounds spread 6 % (sd of logs; linear-chunked on the idle 2-core machine),
+    # the slowdown measured at +20 %: the case that missed the bar with 99 % intervals.
+    rng = np.random.default_rng(7)
+    z = rng.normal(0, 1, 20)
+    z = (z - z.mean()) / z.std(ddof=1)
+    base = list(np.exp(0.06 * z[:10]))
+    cur = list(1.20 * np.exp(0.06 * z[10:]))
+    b = side([rounds_point(PIDS[0], base, 1, [0] * 10, [0.3] * 10)])
+    c = side([rounds_point(PIDS[0], cur, 2, [0] * 10, [0.3] * 10)])
+    at90 = _first_cfg(b, c, CI_GATE)
+    assert at90.verdict == Verdict.REGRESSED and at90.ci_low > 1.10, at90.reason
+    at99 = _first_cfg(b, c, make_config(load_suite("ci").gate, confidence=0.99))
+    assert at99.verdict == Verdict.INCONCLUSIVE and at99.ci_low < 1.10 < at99.ci_high, at99.reason
+
+
+def _first_cfg(b, c, cfg):
+    return compare(b, c, cfg).verdicts[0]
 
 
 def _changed(res, impl=None) -> list[str]:
@@ -198,6 +227,7 @@ def test_simulated_aa_changes_no_verdict(profile):
         res = compare(
             simulated_side(100 + s, rounds=ROUNDS, profile=profile),
             simulated_side(200 + s, rounds=ROUNDS, profile=profile),
+            CI_GATE,
         )
         assert _changed(res) == [], (s, [v.reason for v in res.verdicts if v.verdict in CHANGED])
         assert res.exit_code() == 0
@@ -207,7 +237,9 @@ def test_simulated_aa_changes_no_verdict(profile):
 def test_simulated_25pct_slowdown_of_one_impl(profile):
     for s in SEEDS:
         base = simulated_side(100 + s, rounds=ROUNDS, profile=profile)
-        res = compare(base, simulated_side(300 + s, slow={"linear-chunked": 1.25}, rounds=ROUNDS, profile=profile))
+        res = compare(
+            base, simulated_side(300 + s, slow={"linear-chunked": 1.25}, rounds=ROUNDS, profile=profile), CI_GATE
+        )
         mine = [v for v in res.verdicts if v.impl == "linear-chunked"]
         others = [v for v in res.verdicts if v.impl != "linear-chunked"]
         assert [v.point_id for v in others if v.verdict in CHANGED] == [], s  # the impls beside it
@@ -222,7 +254,7 @@ def test_simulated_25pct_slowdown_of_one_impl(profile):
 def test_simulated_20pct_slowdown_of_every_point_fails_the_gate(profile):
     for s in SEEDS:
         base = simulated_side(100 + s, rounds=ROUNDS, profile=profile)
-        res = compare(base, simulated_side(400 + s, slow={"*": 1.2}, rounds=ROUNDS, profile=profile))
+        res = compare(base, simulated_side(400 + s, slow={"*": 1.2}, rounds=ROUNDS, profile=profile), CI_GATE)
         assert res.exit_code() == 1 and res.shift == pytest.approx(1.0, abs=0.05), s
         assert not [v for v in res.verdicts if v.verdict == Verdict.IMPROVED]
 
@@ -230,7 +262,7 @@ def test_simulated_20pct_slowdown_of_every_point_fails_the_gate(profile):
 def test_simulated_slower_machine_is_divided_out():
     for s in SEEDS:
         base = simulated_side(100 + s, rounds=ROUNDS, profile="idle")
-        res = compare(base, simulated_side(500 + s, machine=1.2, rounds=ROUNDS, profile="idle"))
+        res = compare(base, simulated_side(500 + s, machine=1.2, rounds=ROUNDS, profile="idle"), CI_GATE)
         assert res.shift == pytest.approx(1.2, rel=0.05) and _changed(res) == [], s
 
 
