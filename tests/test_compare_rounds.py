@@ -205,16 +205,13 @@ def test_a_25pct_slowdown_measured_at_20pct_is_regressed_at_90_and_inconclusive_
     z = (z - z.mean()) / z.std(ddof=1)
     base = list(np.exp(0.06 * z[:10]))
     cur = list(1.20 * np.exp(0.06 * z[10:]))
-    b = side([rounds_point(PIDS[0], base, 1, [0] * 10, [0.3] * 10)])
-    c = side([rounds_point(PIDS[0], cur, 2, [0] * 10, [0.3] * 10)])
-    at90 = _first_cfg(b, c, CI_GATE)
+    b, c = _sides(
+        rounds_point(PIDS[0], base, 1, [0] * 10, [0.3] * 10), rounds_point(PIDS[0], cur, 2, [0] * 10, [0.3] * 10)
+    )
+    at90 = compare(b, c, CI_GATE).verdicts[0]
     assert at90.verdict == Verdict.REGRESSED and at90.ci_low > 1.10, at90.reason
-    at99 = _first_cfg(b, c, make_config(load_suite("ci").gate, confidence=0.99))
+    at99 = compare(b, c, make_config(load_suite("ci").gate, confidence=0.99)).verdicts[0]
     assert at99.verdict == Verdict.INCONCLUSIVE and at99.ci_low < 1.10 < at99.ci_high, at99.reason
-
-
-def _first_cfg(b, c, cfg):
-    return compare(b, c, cfg).verdicts[0]
 
 
 def _changed(res, impl=None) -> list[str]:
